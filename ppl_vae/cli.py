@@ -1,0 +1,143 @@
+"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``plot``.
+
+Examples::
+
+    ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
+    ppl-vae evaluate runs/vae --iwae 5000
+    ppl-vae plot runs/vae
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _train(args) -> int:
+    from ppl_vae.config import TrainConfig
+    from ppl_vae.runs import train_run
+
+    config = TrainConfig(
+        dataset=args.dataset, data_dir=args.data_dir, binarize=args.binarize,
+        valid_size=float(args.valid_size) if "." in args.valid_size else int(args.valid_size),
+        z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
+    )
+    run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"run saved in {run.path}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import torch
+
+    from ppl_vae.checkpoint import atomic_write_bytes
+    from ppl_vae.estimators import elbo, iwae_bound
+    from ppl_vae.runs import load_run
+
+    run = load_run(args.run, args.device)
+    split = getattr(run.splits(), args.split)
+    x = split.x if args.n is None else split.x[: args.n]
+    torch.manual_seed(args.seed)
+    results = [elbo(run.model, run.guide, x, num_samples=args.samples)]
+    if args.iwae:
+        results.append(iwae_bound(run.model, run.guide, x, num_samples=args.iwae, progress=not args.quiet))
+    report = {"run": str(run.path), "split": args.split, "num_points": x.shape[0], "seed": args.seed,
+              "estimates": {r.name: r.to_dict() for r in results}}
+    out = Path(args.out) if args.out else run.path / f"evaluation_{args.split}.json"
+    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
+    print(f"{'estimator':<20} {'nats/point':>12} {'± s.e.':>8}   ({x.shape[0]} {args.split} points)")
+    for r in results:
+        print(f"{r.name:<20} {r.mean:>12.3f} {r.stderr:>8.3f}")
+    print(f"written {out}")
+    return 0
+
+
+def _plot(args) -> int:
+    import torch
+
+    from ppl_vae import plots
+    from ppl_vae.runs import load_run
+
+    run = load_run(args.run, args.device)
+    test = run.splits().test
+    out = Path(args.out) if args.out else run.path / "figures"
+    torch.manual_seed(args.seed)
+    paths = [
+        plots.plot_prior_samples(run.model, out / "prior_samples.png"),
+        plots.plot_reconstructions(run.model, run.guide, test.x, out / "reconstructions.png"),
+        plots.plot_latent_space(run.guide, test.x[: args.n], test.labels[: args.n], out / "latent_space.png"),
+        plots.plot_history(run.history, out / "elbo_curves.png"),
+    ]
+    for p in paths:
+        print(f"saved {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ppl_vae.config import OBJECTIVES
+    from ppl_vae.data import BINARIZATIONS, DATASETS
+
+    parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a VAE with SVI and save a run directory")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--dataset", default="fashion-mnist-small", choices=sorted(DATASETS))
+    t.add_argument("--data-dir", default=None, help="directory with the IDX files (else $PPL_VAE_DATA, cache, /usr/share/datasets)")
+    t.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS)
+    t.add_argument("--valid-size", default="0.1", help="held-out training images: a count (5000) or a fraction (0.1)")
+    t.add_argument("--z-dim", type=int, default=50)
+    t.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
+    t.add_argument("--activation", default="elu")
+    t.add_argument("--elbo", default="trace", choices=OBJECTIVES,
+                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
+    t.add_argument("--k", type=int, default=1, help="particles per data point (IWAE's K)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=100)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="estimate the test ELBO (and IWAE bound) of a run")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    e.add_argument("--n", type=int, default=None, help="first n points of the split (default: all)")
+    e.add_argument("--samples", type=int, default=1, help="Monte-Carlo samples per point for the ELBO")
+    e.add_argument("--iwae", type=int, default=0, metavar="K", help="also the IWAE bound with K samples")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--out", default=None, help="JSON path (default RUN/evaluation_<split>.json)")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("plot", help="save figures of a run (prior samples, reconstructions, latent space, curves)")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=2000, help="test points in the latent-space scatter")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="figure directory (default RUN/figures)")
+    p.set_defaults(func=_plot)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ppl_vae.checkpoint import CheckpointError
+    from ppl_vae.train import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, CheckpointError, TrainingDiverged) as e:
+        print(f"ppl-vae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""A run's configuration and how models and guides are built from it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["TrainConfig", "build_model", "build_guide", "MODELS", "GUIDES", "OBJECTIVES"]
+
+MODELS = ("vae",)
+GUIDES = ("amortized",)
+OBJECTIVES = ("trace", "meanfield", "iwae")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json`` and in every checkpoint)."""
+
+    dataset: str = "fashion-mnist-small"
+    data_dir: str | None = None
+    binarize: str = "dynamic"
+    valid_size: float | int = 0.1
+    model: str = "vae"
+    guide: str = "amortized"
+    z_dim: int = 50
+    hidden: tuple[int, ...] = (200, 200)
+    activation: str = "elu"
+    elbo: str = "trace"
+    k: int = 1
+    lr: float = 1e-3
+    batch_size: int = 100
+    epochs: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    eval_samples: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"Unknown model {self.model!r}; expected one of {MODELS}")
+        if self.guide not in GUIDES:
+            raise ValueError(f"Unknown guide {self.guide!r}; expected one of {GUIDES}")
+        if self.elbo not in OBJECTIVES:
+            raise ValueError(f"Unknown elbo {self.elbo!r}; expected one of {OBJECTIVES}")
+        for name in ("z_dim", "k", "batch_size", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Expected {name} >= 1, got {getattr(self, name)}")
+        if self.epochs < 0 or not self.lr > 0:
+            raise ValueError(f"Expected epochs >= 0 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration keys {unknown}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def build_model(config: TrainConfig, x_dim: int) -> torch.nn.Module:
+    from models import BernoulliVAE
+
+    return BernoulliVAE(x_dim, config.z_dim, config.hidden, config.activation)
+
+
+def build_guide(config: TrainConfig, model, x_example: torch.Tensor) -> torch.nn.Module:
+    from guides import AmortizedNormal
+
+    return AmortizedNormal.for_model(model, x_example, hidden=tuple(reversed(config.hidden)), activation=config.activation)
+
+
+def build_objective(config: TrainConfig):
+    """The Pyro ELBO object used as training loss (``differentiable_loss(model, guide, x, idx)``)."""
+    import pyro.infer
+
+    from ppl_vae.estimators import IWAE_ELBO
+
+    if config.elbo == "trace":
+        return pyro.infer.Trace_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
+    if config.elbo == "meanfield":
+        return pyro.infer.TraceMeanField_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
+    return IWAE_ELBO(num_particles=config.k)

@@ -1,0 +1,82 @@
+"""The importance-weighted bound (Burda, Grosse & Salakhutdinov 2015), per data point.
+
+.. math:: \\mathcal{L}_K(x) = \\mathbb{E}\\Big[\\log \\frac1K \\sum_{k=1}^K \\frac{p(x, z_k)}{q(z_k|x)}\\Big],
+          \\quad z_k \\sim q(\\cdot|x)
+
+:math:`\\mathcal{L}_1` is the ELBO, :math:`\\mathcal{L}_K` increases with K and tends to :math:`\\log p(x)`.
+
+.. warning:: Pyro's ``RenyiELBO(alpha=0)`` is *not* this bound for models with local latents: it
+   log-sum-exps the weights of the whole batch at once (pyro issue 3104), giving
+   :math:`\\log \\frac1K\\sum_k \\prod_n w_{kn}` instead of :math:`\\sum_n \\log\\frac1K\\sum_k w_{kn}`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ppl_vae.conventions import max_plate_nesting
+
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .estimate import Estimate
+from .log_weights import log_weights
+
+__all__ = ["iwae_bound", "IWAE_ELBO"]
+
+
+@torch.no_grad()
+def iwae_bound(
+    model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 5000,
+    max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False,
+) -> Estimate:
+    """:math:`\\log\\frac1K\\sum_k w_{kn}` per data point with ``K = num_samples`` importance samples from the guide.
+
+    Samples are processed in chunks (a running log-sum-exp), so memory is bounded by ``max_rows`` whatever K.
+
+    :param x: ``(N, ...)``. :param idx: ``(N,)`` or ``None``. :returns: :class:`Estimate`, ``per_point (N,)``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
+    if idx is None:
+        idx = torch.arange(x.shape[0], device=x.device)
+    nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
+    points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
+    out = []
+    chunks = list(point_chunks(x, idx, points))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"IWAE-{num_samples}", unit="chunk")
+    for xc, ic in chunks:
+        lse = xc.new_full((xc.shape[0],), -math.inf)
+        for k in sample_chunks(num_samples, samples):
+            lse = torch.logaddexp(lse, log_weights(model, guide, xc, ic, k, nesting=nesting).logsumexp(0))
+        out.append(lse - math.log(num_samples))
+    return Estimate(f"iwae_{num_samples}", torch.cat(out), {"num_samples": num_samples})
+
+
+class IWAE_ELBO:
+    """The per-data-point importance-weighted bound as a training objective, with Pyro's ELBO interface
+    (``loss`` and ``differentiable_loss``), for reparameterized guides.
+
+    ``differentiable_loss`` returns :math:`-\\sum_n \\log\\frac1K\\sum_k w_{kn}` for the batch (a scalar),
+    whose gradient is the IWAE gradient of Burda et al. (2015).
+
+    :param int num_particles: ``K``.
+    """
+
+    def __init__(self, num_particles: int = 50):
+        if num_particles < 1:
+            raise ValueError(f"Expected num_particles >= 1, got {num_particles}")
+        self.num_particles = num_particles
+        self._nesting = None
+
+    def differentiable_loss(self, model, guide, x, idx=None):
+        if self._nesting is None:
+            self._nesting = max_plate_nesting(model, guide, x, idx)
+        lw = log_weights(model, guide, x, idx, self.num_particles, nesting=self._nesting)
+        return -(lw.logsumexp(0) - math.log(self.num_particles)).sum()
+
+    @torch.no_grad()
+    def loss(self, model, guide, x, idx=None) -> float:
+        return self.differentiable_loss(model, guide, x, idx).item()

@@ -1,0 +1,24 @@
+"""Small neural-network building blocks shared by models and guides."""
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["mlp", "ACTIVATIONS"]
+
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "elu") -> nn.Sequential:
+    """``in_dim -> hidden[0] -> ... -> out_dim`` with ``activation`` between layers (none after the last).
+
+    Works on inputs of shape ``(..., in_dim)``, so extra leading sample dimensions pass through.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    dims = (in_dim, *hidden, out_dim)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)

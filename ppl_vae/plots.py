@@ -1,0 +1,107 @@
+"""Figures of a trained run: prior samples, reconstructions, the latent space coloured by label, loss curves.
+
+Every function takes what it draws and a path, saves a PNG and returns the path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from pyro import poutine  # noqa: E402
+
+from ppl_vae.conventions import max_plate_nesting  # noqa: E402
+from ppl_vae.estimators.log_weights import vectorize_particles  # noqa: E402
+
+__all__ = ["image_grid", "plot_prior_samples", "plot_reconstructions", "plot_latent_space", "plot_history",
+           "guide_means", "FASHION_MNIST_CLASSES"]
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+
+
+def image_grid(images: torch.Tensor, rows: int, side: int = 28) -> torch.Tensor:
+    """Tile ``images (rows*cols, side*side)`` into one ``(rows*side, cols*side)`` picture."""
+    cols = images.shape[0] // rows
+    x = images[: rows * cols].reshape(rows, cols, side, side).permute(0, 2, 1, 3)
+    return x.reshape(rows * side, cols * side)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_prior_samples(model, path, num: int = 64, seed: int = 0) -> Path:
+    """Pixel probabilities of ``num`` draws ``z ~ p(z)`` through the decoder (``model.sample(num, probs=True)``)."""
+    torch.manual_seed(seed)
+    images = model.sample(num, probs=True).cpu()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(image_grid(images, int(num**0.5)), cmap="gray", vmin=0, vmax=1)
+    ax.set_title("Samples from the prior (pixel probabilities)")
+    ax.axis("off")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def guide_means(guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 32) -> torch.Tensor:
+    """Posterior-mean latents ``(N, total latent size)`` under ``guide``, by averaging ``num_samples`` draws
+    (any guide: the latent sites are traced and concatenated in order)."""
+    idx = torch.arange(x.shape[0], device=x.device) if idx is None else idx
+    dim = -(max_plate_nesting(guide, guide, x[:1], idx[:1]) + 1)
+    trace = poutine.trace(vectorize_particles(guide, num_samples, dim)).get_trace(x, idx)
+    values = [s["value"].mean(0).reshape(x.shape[0], -1) for n, s in trace.nodes.items()
+              if s["type"] == "sample" and not s["is_observed"] and s["value"].dim() >= 2]
+    return torch.cat(values, -1)
+
+
+@torch.no_grad()
+def plot_reconstructions(model, guide, x: torch.Tensor, path, num: int = 16) -> Path:
+    """Top row: data; bottom row: decoder means at the guide's mean latent."""
+    x = x[:num]
+    z = guide_means(guide, x)
+    recon = model.decode(z)
+    fig, axes = plt.subplots(2, 1, figsize=(num * 0.6, 1.6))
+    for ax, imgs, title in zip(axes, (x, recon), ("data", "reconstruction")):
+        ax.imshow(image_grid(imgs.cpu(), 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(title, rotation=0, ha="right", va="center")
+        ax.set_xticks([]), ax.set_yticks([])
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_latent_space(guide, x: torch.Tensor, labels: torch.Tensor, path, class_names=FASHION_MNIST_CLASSES) -> Path:
+    """Guide means of ``x`` in 2-D (the first two principal components when the latent space is larger),
+    coloured by label."""
+    z = guide_means(guide, x).cpu()
+    title = "Latent means"
+    if z.shape[1] > 2:
+        z = z - z.mean(0)
+        _, s, v = torch.linalg.svd(z, full_matrices=False)
+        z = z @ v[:2].T
+        title += f" (first 2 principal components, {100 * (s[:2]**2).sum() / (s**2).sum():.0f}% of variance)"
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sc = ax.scatter(z[:, 0], z[:, 1], c=labels.cpu(), cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+    cbar = fig.colorbar(sc, ax=ax, ticks=range(10))
+    if class_names is not None:
+        cbar.ax.set_yticklabels(class_names)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_history(history: dict, path) -> Path:
+    """Training and validation ELBO (nats per data point) against epochs."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history["epoch"], history["train_elbo"], "o-", label="train ELBO")
+    ax.plot(history["epoch"], history["valid_elbo"], "s-", label="validation ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per data point")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,22 @@
+import pyro
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _pyro_defaults():
+    """float64, Pyro validation on, a clean param store and a fixed seed for every test (as Pyro's own suite)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    torch.set_default_dtype(dtype)
+
+
+@pytest.fixture
+def float32():
+    """Tests of the training pipeline run in float32, like the CLI."""
+    torch.set_default_dtype(torch.float32)
+    yield

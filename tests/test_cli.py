@@ -1,0 +1,44 @@
+"""The command line, end to end with a tiny budget."""
+import json
+
+import pytest
+
+from ppl_vae.cli import main
+
+
+def test_train_evaluate_plot(tmp_path, float32, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, "--epochs", "1", "--z-dim", "2", "--hidden", "32", "--quiet"]) == 0
+    assert main(["evaluate", run, "--n", "50", "--samples", "2", "--iwae", "20", "--quiet"]) == 0
+    report = json.loads((tmp_path / "run" / "evaluation_test.json").read_text())
+    est = report["estimates"]
+    assert len(est["elbo"]["per_point"]) == 50
+    assert est["elbo"]["mean"] <= est["iwae_20"]["mean"] + 1.0
+    assert main(["plot", run, "--n", "200"]) == 0
+    for name in ("prior_samples", "reconstructions", "latent_space", "elbo_curves"):
+        assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 5000
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    assert main(["evaluate", str(tmp_path / "bad")]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", "cuda:7", "--quiet"]) in (0, 2)
+
+
+def test_missing_dataset_cli(tmp_path, monkeypatch, capsys):
+    from ppl_vae.data import sources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(sources, "DEBIAN_DIR", tmp_path / "none")
+    monkeypatch.setattr(sources, "find_dataset", _no_download(sources.find_dataset))
+    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    assert "Dataset 'mnist' not found" in capsys.readouterr().err
+
+
+def _no_download(find):
+    def wrapped(name, data_dir=None, download=True):
+        return find(name, data_dir, download=False)
+
+    return wrapped
