@@ -35,7 +35,7 @@ def _evaluate(args) -> int:
     import torch
 
     from ppl_vae.checkpoint import atomic_write_bytes
-    from ppl_vae.estimators import elbo, iwae_bound
+    from ppl_vae.estimators import ais, elbo, iwae_bound, prior_mc
     from ppl_vae.runs import load_run
 
     run = load_run(args.run, args.device)
@@ -45,8 +45,20 @@ def _evaluate(args) -> int:
     results = [elbo(run.model, run.guide, x, num_samples=args.samples)]
     if args.iwae:
         results.append(iwae_bound(run.model, run.guide, x, num_samples=args.iwae, progress=not args.quiet))
+    if args.ais:
+        results.append(ais(run.model, x, guide=run.guide if args.ais_from_guide else None, num_chains=args.ais_chains,
+                           num_steps=args.ais_steps, leapfrog_steps=args.ais_leapfrog, progress=not args.quiet))
+    if args.prior_mc:
+        results.append(prior_mc(run.model, x, num_samples=args.prior_mc))
     report = {"run": str(run.path), "split": args.split, "num_points": x.shape[0], "seed": args.seed,
               "estimates": {r.name: r.to_dict() for r in results}}
+    bounds = [r for r in results if r.name.startswith(("iwae", "ais"))]
+    if bounds:  # log p-hat(x): per point, the best of the strong estimators (Cremer et al. 2018)
+        best = torch.stack([r.per_point for r in bounds]).max(0).values
+        from ppl_vae.estimators import Estimate
+
+        results.append(Estimate("log_p_hat", best, {"from": [r.name for r in bounds]}))
+        report["estimates"]["log_p_hat"] = results[-1].to_dict()
     out = Path(args.out) if args.out else run.path / f"evaluation_{args.split}.json"
     atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
     print(f"{'estimator':<20} {'nats/point':>12} {'± s.e.':>8}   ({x.shape[0]} {args.split} points)")
@@ -111,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=None, help="first n points of the split (default: all)")
     e.add_argument("--samples", type=int, default=1, help="Monte-Carlo samples per point for the ELBO")
     e.add_argument("--iwae", type=int, default=0, metavar="K", help="also the IWAE bound with K samples")
+    e.add_argument("--ais", action="store_true", help="also annealed importance sampling (HMC transitions)")
+    e.add_argument("--ais-steps", type=int, default=500, help="AIS intermediate distributions")
+    e.add_argument("--ais-chains", type=int, default=16, help="AIS chains per data point")
+    e.add_argument("--ais-leapfrog", type=int, default=10, help="leapfrog steps per HMC transition")
+    e.add_argument("--ais-from-guide", action="store_true", help="start AIS from the guide instead of the prior")
+    e.add_argument("--prior-mc", type=int, default=0, metavar="S", help="also the naive prior Monte-Carlo estimate")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", default=None, help="JSON path (default RUN/evaluation_<split>.json)")

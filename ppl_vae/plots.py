@@ -17,7 +17,7 @@ from ppl_vae.conventions import max_plate_nesting  # noqa: E402
 from ppl_vae.estimators.log_weights import vectorize_particles  # noqa: E402
 
 __all__ = ["image_grid", "plot_prior_samples", "plot_reconstructions", "plot_latent_space", "plot_history",
-           "guide_means", "FASHION_MNIST_CLASSES"]
+           "guide_means", "plot_mixture_density", "FASHION_MNIST_CLASSES"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
@@ -104,4 +104,26 @@ def plot_history(history: dict, path) -> Path:
     ax.set_ylabel("nats per data point")
     ax.legend()
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_mixture_density(gmm, x: torch.Tensor, path, labels: torch.Tensor | None = None, grid: int = 200) -> Path:
+    """Contours of a fitted 2-D mixture's density ``p(x)`` (exact, ``gmm.log_marginal``) over the data points,
+    with the component means marked."""
+    if x.shape[1] != 2:
+        raise ValueError(f"plot_mixture_density draws 2-D data, got x of shape {tuple(x.shape)}")
+    lo, hi = x.min(0).values, x.max(0).values
+    pad = 0.15 * (hi - lo)
+    g0 = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), grid)
+    g1 = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), grid)
+    mesh = torch.stack(torch.meshgrid(g0, g1, indexing="xy"), -1).reshape(-1, 2).to(gmm.locs.dtype)
+    density = gmm.log_marginal(mesh).exp().reshape(grid, grid)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cs = ax.contourf(g0, g1, density, levels=20, cmap="viridis", alpha=0.8)
+    fig.colorbar(cs, ax=ax, label="p(x)")
+    ax.scatter(x[:, 0], x[:, 1], s=4, c="white" if labels is None else labels, cmap="tab10", edgecolors="none", alpha=0.6)
+    ax.scatter(gmm.locs[:, 0], gmm.locs[:, 1], marker="x", s=80, c="red", label="component means")
+    ax.legend(loc="upper right")
+    ax.set_title(f"Gaussian mixture, K={gmm.num_components}: mean log p(x) = {gmm.log_marginal(x).mean():.3f} nats")
     return _save(fig, path)

@@ -30,17 +30,20 @@ class Trainer:
     :param model: Pyro model (function or ``nn.Module``). :param guide: Pyro guide, same signature.
     :param objective: an object with ``differentiable_loss(model, guide, x, idx)`` (Pyro's ELBOs have it).
     :param float lr: Adam learning rate.
+    :param modules: further ``nn.Module`` s whose parameters are trained (e.g. the module behind a model wrapped
+        by ``config_enumerate``).
     """
 
-    def __init__(self, model, guide, objective, lr: float = 1e-3):
+    def __init__(self, model, guide, objective, lr: float = 1e-3, modules=()):
         self.model, self.guide, self.objective, self.lr = model, guide, objective, lr
+        self.modules = list(modules)
         self.optimizer: torch.optim.Optimizer | None = None
         self.history: dict[str, list] = {"epoch": [], "train_elbo": [], "valid_elbo": [], "seconds": []}
         self.steps = 0
 
     def parameters(self, x, idx) -> list[torch.Tensor]:
         params = {}
-        for fn in (self.model, self.guide):
+        for fn in (self.model, self.guide, *self.modules):
             if isinstance(fn, torch.nn.Module):
                 params.update({id(p): p for p in fn.parameters() if p.requires_grad})
         with poutine.trace(param_only=True) as capture:

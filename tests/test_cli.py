@@ -9,11 +9,15 @@ from ppl_vae.cli import main
 def test_train_evaluate_plot(tmp_path, float32, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--out", run, "--epochs", "1", "--z-dim", "2", "--hidden", "32", "--quiet"]) == 0
-    assert main(["evaluate", run, "--n", "50", "--samples", "2", "--iwae", "20", "--quiet"]) == 0
+    assert main(["evaluate", run, "--n", "50", "--samples", "2", "--iwae", "20", "--ais", "--ais-steps", "10",
+                 "--ais-chains", "2", "--prior-mc", "10", "--quiet"]) == 0
     report = json.loads((tmp_path / "run" / "evaluation_test.json").read_text())
     est = report["estimates"]
     assert len(est["elbo"]["per_point"]) == 50
     assert est["elbo"]["mean"] <= est["iwae_20"]["mean"] + 1.0
+    assert set(est) == {"elbo", "iwae_20", "ais_10", "prior_mc_10", "log_p_hat"}
+    best = [max(a, b) for a, b in zip(est["iwae_20"]["per_point"], est["ais_10"]["per_point"])]
+    assert est["log_p_hat"]["per_point"] == best
     assert main(["plot", run, "--n", "200"]) == 0
     for name in ("prior_samples", "reconstructions", "latent_space", "elbo_curves"):
         assert (tmp_path / "run" / "figures" / f"{name}.png").stat().st_size > 5000

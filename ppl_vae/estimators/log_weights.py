@@ -17,7 +17,8 @@ from pyro.distributions.util import scale_and_mask
 
 from ppl_vae.conventions import DATA_PLATE, max_plate_nesting
 
-__all__ = ["log_weights", "traced_pair", "per_point", "vectorize_particles"]
+__all__ = ["log_weights", "traced_pair", "per_point", "vectorize_particles", "sample_prior", "sample_guide",
+           "joint_terms", "guide_log_prob"]
 
 PARTICLE_PLATE = "_num_particles_per_point"
 
@@ -63,6 +64,13 @@ def traced_pair(model, guide, x, idx=None, num_samples: int = 1, nesting: int | 
     return prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace), nesting + 1
 
 
+def _masked(site) -> torch.Tensor:
+    """A site's log-density with its mask applied but *not* its scale: per-point estimators report true,
+    unscaled bounds (a subsampled plate's N/B factor or a KL-annealing ``poutine.scale`` must not enter a
+    log-sum-exp)."""
+    return scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+
+
 def _sample_sites(trace):
     return [(name, s) for name, s in trace.nodes.items() if s["type"] == "sample"]
 
@@ -87,13 +95,76 @@ def log_weights(
     out = x.new_zeros(num_samples, n)
     for name, site in _sample_sites(model_trace):
         if site["is_observed"] or not analytic_kl:
-            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
-            out = out + per_point(site, lp, total, num_samples, n)
+            out = out + per_point(site, _masked(site), total, num_samples, n)
         else:
             kl = kl_divergence(guide_sites[name]["fn"], site["fn"])
             out = out - per_point(site, kl, total, num_samples, n)
     if not analytic_kl:
         for name, site in guide_sites.items():
-            lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
-            out = out - per_point(site, lp, total, num_samples, n)
+            out = out - per_point(site, _masked(site), total, num_samples, n)
     return out
+
+
+def _latent_names(trace) -> list[str]:
+    return [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
+
+
+def sample_prior(model, x, idx=None, num_samples: int = 1, nesting: int = 1):
+    """Draw latents from the model's prior: ``({site: (S, N, *event)}, log p(x | z) (S, N))``."""
+    n = x.shape[0]
+    trace = prune_subsample_sites(
+        poutine.trace(vectorize_particles(model, num_samples, -(nesting + 1))).get_trace(x, idx)
+    )
+    latents = {name: trace.nodes[name]["value"] for name in _latent_names(trace)}
+    log_lik = x.new_zeros(num_samples, n)
+    for name, site in _sample_sites(trace):
+        if site["is_observed"]:
+            lp = _masked(site)
+            log_lik = log_lik + per_point(site, lp, nesting + 1, num_samples, n)
+    return latents, log_lik
+
+
+def joint_terms(model, x, idx, latents: dict, nesting: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(z), log p(x | z))``, each ``(S, N)``, for given latents ``{site: (S, N, *event)}``;
+    differentiable with respect to the latents (used by AIS's HMC moves)."""
+    num_samples, n = next(iter(latents.values())).shape[:2]
+    conditioned = poutine.condition(vectorize_particles(model, num_samples, -(nesting + 1)), data=latents)
+    trace = prune_subsample_sites(poutine.trace(conditioned).get_trace(x, idx))
+    log_prior, log_lik = x.new_zeros(num_samples, n), x.new_zeros(num_samples, n)
+    for name, site in _sample_sites(trace):
+        lp = per_point(site, _masked(site),
+                       nesting + 1, num_samples, n)
+        if name in latents:
+            log_prior = log_prior + lp
+        else:
+            log_lik = log_lik + lp
+    missing = set(latents) - set(trace.nodes)
+    if missing:
+        raise ValueError(f"Latent sites {sorted(missing)} were given but the model has no such sites")
+    return log_prior, log_lik
+
+
+def guide_log_prob(guide, x, idx, latents: dict, nesting: int = 1) -> torch.Tensor:
+    """``log q(z | x)`` ``(S, N)`` of given latents ``{site: (S, N, *event)}`` under ``guide``."""
+    num_samples, n = next(iter(latents.values())).shape[:2]
+    conditioned = poutine.condition(vectorize_particles(guide, num_samples, -(nesting + 1)), data=latents)
+    trace = prune_subsample_sites(poutine.trace(conditioned).get_trace(x, idx))
+    out = x.new_zeros(num_samples, n)
+    for name, site in _sample_sites(trace):
+        out = out + per_point(site, _masked(site),
+                              nesting + 1, num_samples, n)
+    return out
+
+
+def sample_guide(guide, x, idx=None, num_samples: int = 1, nesting: int = 1):
+    """Draw latents from the guide: ``({site: (S, N, *event)}, log q(z | x) (S, N))``."""
+    n = x.shape[0]
+    trace = prune_subsample_sites(
+        poutine.trace(vectorize_particles(guide, num_samples, -(nesting + 1))).get_trace(x, idx)
+    )
+    latents, log_q = {}, x.new_zeros(num_samples, n)
+    for name, site in _sample_sites(trace):
+        latents[name] = site["value"]
+        log_q = log_q + per_point(site, _masked(site),
+                                  nesting + 1, num_samples, n)
+    return latents, log_q

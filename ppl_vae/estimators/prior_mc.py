@@ -1,0 +1,44 @@
+"""The naive Monte-Carlo estimate of log p(x) with latents drawn from the prior.
+
+.. math:: \\log \\hat p(x) = \\log \\frac1S \\sum_{s=1}^S p(x | z_s), \\qquad z_s \\sim p(z)
+
+Unbiased for p(x) but, in high dimension, almost no prior sample lands where the posterior has its mass: the
+estimate is dominated by its largest term and biased far below log p(x) for any practical S — the reason
+importance sampling from a guide (IWAE) and annealing (AIS) exist.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ppl_vae.conventions import max_plate_nesting
+
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .estimate import Estimate
+from .log_weights import sample_prior
+
+__all__ = ["prior_mc"]
+
+
+@torch.no_grad()
+def prior_mc(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 1000,
+             max_rows: int = DEFAULT_MAX_ROWS) -> Estimate:
+    """:math:`\\log\\frac1S\\sum_s p(x_n|z_s)` per data point, ``z_s`` from the prior.
+
+    :param x: ``(N, ...)``. :param idx: ``(N,)`` or ``None``. :param int num_samples: ``S``.
+    :returns: :class:`Estimate` with ``per_point (N,)``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
+    if idx is None:
+        idx = torch.arange(x.shape[0], device=x.device)
+    nesting = max_plate_nesting(model, model, x[:1], idx[:1])
+    points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
+    out = []
+    for xc, ic in point_chunks(x, idx, points):
+        lse = xc.new_full((xc.shape[0],), -math.inf)
+        for k in sample_chunks(num_samples, samples):
+            lse = torch.logaddexp(lse, sample_prior(model, xc, ic, k, nesting)[1].logsumexp(0))
+        out.append(lse - math.log(num_samples))
+    return Estimate(f"prior_mc_{num_samples}", torch.cat(out), {"num_samples": num_samples})

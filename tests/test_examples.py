@@ -1,0 +1,19 @@
+"""Every example runs top to bottom with a tiny budget (smoke test)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {
+    "gaussian_mixture.py": ["--num-points", "200", "--steps", "20"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_runs(name, tmp_path):
+    cmd = [sys.executable, str(ROOT / "examples" / name), "--out", str(tmp_path), *EXAMPLES[name]]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(tmp_path.rglob("*.png")), "the example saved no figure"
