@@ -17,6 +17,20 @@ def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def _resolve_idx(x: torch.Tensor, idx: torch.Tensor | None, num_points: int) -> torch.Tensor:
+    """The rows a per-datapoint guide uses for batch ``x``: ``idx`` (checked), or ``0..N-1`` for a full batch."""
+    n = x.shape[0]
+    if idx is None:
+        if n != num_points:
+            raise ValueError(f"Expected idx for a batch of {n} points out of {num_points}, got idx=None")
+        return torch.arange(n, device=x.device)
+    if idx.shape != (n,):
+        raise ValueError(f"Expected idx of shape ({n},), got {tuple(idx.shape)}")
+    if n and (idx.min() < 0 or idx.max() >= num_points):
+        raise ValueError(f"idx out of range: this guide has parameters for {num_points} points, got max index {idx.max().item()}")
+    return idx
+
+
 class PerDatapointNormal(nn.Module):
     """Guide ``guide(x, idx)``: ``Normal(loc[idx], scale[idx]).to_event(1)`` per latent site, in plate ``data``.
 
@@ -51,13 +65,7 @@ class PerDatapointNormal(nn.Module):
         }
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None):
-        n = x.shape[0]
-        if idx is None:
-            if n != self.num_points:
-                raise ValueError(f"Expected idx for a batch of {n} points out of {self.num_points}, got idx=None")
-            idx = torch.arange(n, device=x.device)
-        elif idx.shape != (n,):
-            raise ValueError(f"Expected idx of shape ({n},), got {tuple(idx.shape)}")
+        idx = _resolve_idx(x, idx, self.num_points)
         dists = self.distributions(idx)
-        with pyro.plate(DATA_PLATE, n, dim=-1):
+        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
             return {name: pyro.sample(name, d) for name, d in dists.items()}

@@ -1,9 +1,10 @@
-"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``plot``.
+"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``plot``.
 
 Examples::
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000
+    ppl-vae gap runs/vae --split test --n 1000
     ppl-vae plot runs/vae
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ def _train(args) -> int:
         valid_size=float(args.valid_size) if "." in args.valid_size else int(args.valid_size),
         z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
+        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every,
     )
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run.path}")
@@ -39,6 +41,10 @@ def _evaluate(args) -> int:
     from ppl_vae.runs import load_run
 
     run = load_run(args.run, args.device)
+    if not run.amortized and args.split != "train":
+        raise ValueError(f"The run's guide {run.config.guide!r} is per-datapoint (trained on the training points "
+                         "only): evaluate --split train, or measure test bounds with `ppl-vae gap`, which fits q* "
+                         "for each test point")
     split = getattr(run.splits(), args.split)
     x = split.x if args.n is None else split.x[: args.n]
     torch.manual_seed(args.seed)
@@ -75,7 +81,7 @@ def _plot(args) -> int:
     from ppl_vae.runs import load_run
 
     run = load_run(args.run, args.device)
-    test = run.splits().test
+    test = run.splits().test if run.amortized else run.splits().train  # per-datapoint guides know train points only
     out = Path(args.out) if args.out else run.path / "figures"
     torch.manual_seed(args.seed)
     paths = [
@@ -89,8 +95,71 @@ def _plot(args) -> int:
     return 0
 
 
+def _gap(args) -> int:
+    import torch
+
+    from ppl_vae.checkpoint import atomic_write_bytes
+    from ppl_vae.gap import inference_gap, markdown_table
+    from ppl_vae.gap_figures import plot_gap_bars, plot_gap_over_training, plot_semi_amortized
+    from ppl_vae.runs import kept_checkpoints, load_run
+
+    run = load_run(args.run, args.device)
+    if not run.amortized:
+        raise ValueError(f"The run's guide {run.config.guide!r} is not amortized: there is no L[q] to decompose")
+    splits = run.splits()
+    out = Path(args.out) if args.out else run.path / "gap"
+    local = {"max_steps": args.max_steps, "lr": args.lr, "num_samples": args.local_samples}
+    common = dict(families=args.families, eval_samples=args.eval_samples, init=args.init, use_ais=args.ais,
+                  ais_kwargs={"num_steps": args.ais_steps, "num_chains": args.ais_chains}, local_kwargs=local,
+                  seed=args.seed, progress=not args.quiet)
+
+    def points(split):
+        data = getattr(splits, split)
+        return data.x[: args.n], torch.arange(min(args.n, len(data)), device=data.x.device)
+
+    if args.over_training:
+        paths = kept_checkpoints(run.path)
+        if not paths:
+            raise ValueError(f"{run.path} kept no checkpoints: train with --keep-every E")
+        epochs, gaps = [], []
+        for path in paths:
+            r = load_run(args.run, args.device, checkpoint=path)
+            x, idx = points(args.split[0])
+            gaps.append(inference_gap(r.model, r.guide, x, idx, **common))
+            epochs.append(r.epoch)
+            print(f"epoch {r.epoch}: approximation {gaps[-1].approximation_gap().mean():.2f}  "
+                  f"amortization {gaps[-1].amortization_gap().mean():.2f}")
+        report = {"epochs": epochs, "gaps": [g.to_dict(per_point=False) for g in gaps]}
+        atomic_write_bytes(out / "gap_over_training.json", (json.dumps(report, indent=2) + "\n").encode())
+        print(f"saved {plot_gap_over_training(epochs, gaps, out / 'gap_over_training.png')}")
+        return 0
+
+    columns = {}
+    for split in args.split:
+        x, idx = points(split)
+        columns[f"{split} ({x.shape[0]} points)"] = inference_gap(run.model, run.guide, x, idx, **common)
+    table = markdown_table(columns)
+    header = (f"Inference gap of `{run.path}` (epoch {run.epoch}, guide {run.config.guide}, dataset "
+              f"{run.config.dataset}, binarization {run.config.binarize}); bounds with {args.eval_samples} samples "
+              f"per point, q* fitted from the {args.init} with Adam (lr {args.lr}, {args.local_samples} samples/step, "
+              f"at most {args.max_steps} steps); log p̂(x) is the per-point best of "
+              f"{', '.join(next(iter(columns.values())).info['log_p_hat_from'])}.\n\n")
+    report = {"run": str(run.path), "epoch": run.epoch, "columns": {k: g.to_dict() for k, g in columns.items()}}
+    name = "gap_" + "_".join(args.split)
+    atomic_write_bytes(out / f"{name}.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(out / f"{name}.md", (header + table + "\n").encode())
+    print(table)
+    print(f"saved {out / f'{name}.json'}, {out / f'{name}.md'}")
+    print(f"saved {plot_gap_bars(columns, out / f'{name}.png')}")
+    first = next(iter(columns.values()))
+    if first.curve:
+        print(f"saved {plot_semi_amortized(first, out / f'semi_amortized_{args.split[0]}.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from ppl_vae.config import OBJECTIVES
+    from guides import FLOWS
+    from ppl_vae.config import GUIDES, OBJECTIVES
     from ppl_vae.data import BINARIZATIONS, DATASETS
 
     parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
@@ -108,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--elbo", default="trace", choices=OBJECTIVES,
                    help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
     t.add_argument("--k", type=int, default=1, help="particles per data point (IWAE's K)")
+    t.add_argument("--guide", default="amortized", choices=GUIDES,
+                   help="amortized: FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
+    t.add_argument("--flow", default="iaf", choices=sorted(FLOWS), help="transform of --guide flow")
+    t.add_argument("--num-flows", type=int, default=2, help="transforms of --guide flow")
+    t.add_argument("--keep-every", type=int, default=0, metavar="E",
+                   help="also keep checkpoints/epoch_XXXX.pt every E epochs (for gaps over training)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=100)
     t.add_argument("--epochs", type=int, default=10)
@@ -134,6 +209,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="JSON path (default RUN/evaluation_<split>.json)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
+
+    g = sub.add_parser("gap", help="measure the inference gap: approximation and amortization (Cremer et al. 2018)")
+    g.add_argument("run")
+    g.add_argument("--split", nargs="+", default=["test"], choices=("train", "valid", "test"),
+                   help="one column per split (e.g. --split train test: how well the encoder generalizes)")
+    g.add_argument("--n", type=int, default=1000, help="first n points of each split")
+    g.add_argument("--families", nargs="+", default=["ffg", "flow"], choices=("ffg", "flow", "mvn"),
+                   help="per-datapoint families q* to fit")
+    g.add_argument("--eval-samples", type=int, default=5000, help="samples per point for every final bound")
+    g.add_argument("--init", default="guide", choices=("guide", "prior"), help="start q* at the encoder or the prior")
+    g.add_argument("--max-steps", type=int, default=3000, help="cap on q* optimization steps")
+    g.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of q*")
+    g.add_argument("--local-samples", type=int, default=8, help="samples per point per q* step")
+    g.add_argument("--ais", action="store_true", help="include AIS in log p̂(x)")
+    g.add_argument("--ais-steps", type=int, default=500)
+    g.add_argument("--ais-chains", type=int, default=16)
+    g.add_argument("--over-training", action="store_true", help="gaps at every kept checkpoint (--keep-every)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--out", default=None, help="report directory (default RUN/gap)")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=_gap)
 
     p = sub.add_parser("plot", help="save figures of a run (prior samples, reconstructions, latent space, curves)")
     p.add_argument("run")

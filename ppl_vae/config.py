@@ -10,7 +10,8 @@ import torch
 __all__ = ["TrainConfig", "build_model", "build_guide", "MODELS", "GUIDES", "OBJECTIVES"]
 
 MODELS = ("vae",)
-GUIDES = ("amortized",)
+GUIDES = ("amortized", "flow", "ffg")
+AMORTIZED_GUIDES = ("amortized", "flow")
 OBJECTIVES = ("trace", "meanfield", "iwae")
 
 
@@ -35,6 +36,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_samples: int = 1
+    flow: str = "iaf"
+    num_flows: int = 2
+    keep_every: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -44,9 +48,11 @@ class TrainConfig:
             raise ValueError(f"Unknown guide {self.guide!r}; expected one of {GUIDES}")
         if self.elbo not in OBJECTIVES:
             raise ValueError(f"Unknown elbo {self.elbo!r}; expected one of {OBJECTIVES}")
-        for name in ("z_dim", "k", "batch_size", "eval_samples"):
+        for name in ("z_dim", "k", "batch_size", "eval_samples", "num_flows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected {name} >= 1, got {getattr(self, name)}")
+        if self.keep_every < 0:
+            raise ValueError(f"Expected keep_every >= 0, got {self.keep_every}")
         if self.epochs < 0 or not self.lr > 0:
             raise ValueError(f"Expected epochs >= 0 and lr > 0, got epochs={self.epochs}, lr={self.lr}")
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -72,10 +78,22 @@ def build_model(config: TrainConfig, x_dim: int) -> torch.nn.Module:
     return BernoulliVAE(x_dim, config.z_dim, config.hidden, config.activation)
 
 
-def build_guide(config: TrainConfig, model, x_example: torch.Tensor) -> torch.nn.Module:
-    from guides import AmortizedNormal
+def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points: int | None = None) -> torch.nn.Module:
+    """``"amortized"``: the FFG encoder; ``"flow"``: the encoder followed by ``num_flows`` conditional ``flow``
+    transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized)."""
+    from guides import AmortizedFlow, AmortizedNormal, PerDatapointNormal
+    from ppl_vae.conventions import latent_sites
 
-    return AmortizedNormal.for_model(model, x_example, hidden=tuple(reversed(config.hidden)), activation=config.activation)
+    hidden = tuple(reversed(config.hidden))
+    if config.guide == "amortized":
+        return AmortizedNormal.for_model(model, x_example, hidden=hidden, activation=config.activation)
+    if config.guide == "flow":
+        return AmortizedFlow.for_model(model, x_example, hidden=hidden, activation=config.activation,
+                                       num_flows=config.num_flows, flow=config.flow)
+    if num_points is None:
+        raise ValueError("The per-datapoint guide 'ffg' needs the number of training points")
+    sites = {n: s.event_numel for n, s in latent_sites(model, x_example).items()}
+    return PerDatapointNormal(sites, num_points)
 
 
 def build_objective(config: TrainConfig):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ppl_vae.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from ppl_vae.config import TrainConfig, build_guide, build_model, build_objective
+from ppl_vae.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.conventions import check_pair
 from ppl_vae.data import Splits, check_images, load_splits, make_loader
 from ppl_vae.estimators import elbo
 from ppl_vae.train import Trainer, TrainingDiverged, record, timer
 
-__all__ = ["Run", "train_run", "load_run", "resolve_device"]
+__all__ = ["Run", "train_run", "load_run", "kept_checkpoints", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -44,6 +46,12 @@ class Run:
     guide: torch.nn.Module
     history: dict
     device: torch.device
+    epoch: int = 0
+
+    @property
+    def amortized(self) -> bool:
+        """Whether the guide is an encoder (it can then be evaluated on any data point)."""
+        return self.config.guide in AMORTIZED_GUIDES
 
     def splits(self) -> Splits:
         c = self.config
@@ -85,7 +93,8 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     check_images(splits.train.probs, likelihood="bernoulli", name=f"{config.dataset} training images")
     x_dim = splits.train.probs.shape[1]
     model = build_model(config, x_dim).to(device)
-    guide = build_guide(config, model, splits.train.probs[:2]).to(device)
+    num_points = len(splits.train)
+    guide = build_guide(config, model, splits.train.probs[:2], num_points).to(device)
     check_pair(model, guide, splits.train.probs[:2], torch.arange(2, device=device))
     trainer = Trainer(model, guide, build_objective(config), config.lr)
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
@@ -101,8 +110,11 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
             gen.set_state(s)
         pyro.util.set_rng_state(state["rng"]["pyro"])
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.keep_every:
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
     _write_json(run_dir / "config.json", dataclasses.asdict(config))
     valid_x = splits.valid.x if len(splits.valid) else splits.test.x
+    amortized = config.guide in AMORTIZED_GUIDES
 
     def save(epoch: int) -> None:
         save_checkpoint(
@@ -115,6 +127,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
                 "history": trainer.history,
                 "epoch": epoch,
                 "x_dim": x_dim,
+                "num_points": num_points,
                 "rng": {"loader": [g.get_state() for g in loader.generators], "pyro": pyro.util.get_rng_state()},
             },
         )
@@ -134,36 +147,46 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
                     f"{run_dir / CHECKPOINT}"
                 ) from e
             seconds = elapsed()
-            valid_elbo = _evaluate(model, guide, valid_x, config.eval_samples, config.seed, device)
+            # a per-datapoint guide has no parameters for validation points: no validation ELBO
+            valid_elbo = _evaluate(model, guide, valid_x, config.eval_samples, config.seed, device) if amortized else math.nan
             record(trainer.history, epoch, train_elbo, valid_elbo, seconds)
             if progress:
                 bar.write(f"epoch {epoch}: train ELBO {train_elbo:.2f}  valid ELBO {valid_elbo:.2f}  ({seconds:.1f} s)")
             save(epoch)
+            if config.keep_every and (epoch % config.keep_every == 0 or epoch == config.epochs):
+                shutil.copyfile(run_dir / CHECKPOINT, run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
             _write_json(run_dir / "history.json", trainer.history)
     finally:
         bar.close()
-    return Run(run_dir, config, model, guide, trainer.history, device)
+    return Run(run_dir, config, model, guide, trainer.history, device, config.epochs)
 
 
-def load_run(run_dir, device: str = "cpu") -> Run:
-    """Load a run's model and guide from ``run_dir/checkpoint.pt`` for evaluation.
+def load_run(run_dir, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:
+    """Load a run's model and guide from ``run_dir/checkpoint.pt`` (or another ``checkpoint`` file of the run,
+    e.g. ``checkpoints/epoch_0010.pt``) for evaluation.
 
     :raises CheckpointError: if the checkpoint is missing, truncated or corrupt.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location=dev)
+    path = run_dir / CHECKPOINT if checkpoint is None else Path(checkpoint)
+    state = load_checkpoint(path, map_location=dev)
     config = TrainConfig.from_dict(state["config"]).replace(device=device)
     x_dim = state.get("x_dim")
     if not isinstance(x_dim, int):
-        raise CheckpointError(f"Checkpoint {run_dir / CHECKPOINT} does not record the data dimension x_dim")
+        raise CheckpointError(f"Checkpoint {path} does not record the data dimension x_dim")
     model = build_model(config, x_dim).to(dev)
     x_example = torch.zeros(2, x_dim, device=dev)
-    guide = build_guide(config, model, x_example).to(dev)
+    guide = build_guide(config, model, x_example, state.get("num_points")).to(dev)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
     except RuntimeError as e:
-        raise ValueError(f"Checkpoint {run_dir / CHECKPOINT} does not match its configuration: {e}") from e
+        raise ValueError(f"Checkpoint {path} does not match its configuration: {e}") from e
     model.eval(), guide.eval()
-    return Run(run_dir, config, model, guide, state["history"], dev)
+    return Run(run_dir, config, model, guide, state["history"], dev, state["epoch"])
+
+
+def kept_checkpoints(run_dir) -> list[Path]:
+    """The checkpoints kept during training (``--keep-every``), in epoch order."""
+    return sorted((Path(run_dir) / "checkpoints").glob("epoch_*.pt"))

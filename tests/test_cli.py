@@ -46,3 +46,36 @@ def _no_download(find):
         return find(name, data_dir, download=False)
 
     return wrapped
+
+
+def test_gap_command_tables_and_figures(tmp_path, float32):
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--guide", "flow",
+                 "--keep-every", "1", "--quiet"]) == 0
+    assert main(["gap", run, "--split", "train", "test", "--n", "12", "--eval-samples", "100", "--max-steps", "150",
+                 "--quiet"]) == 0
+    gap_dir = tmp_path / "run" / "gap"
+    report = json.loads((gap_dir / "gap_train_test.json").read_text())
+    test = report["columns"]["test (12 points)"]
+    assert test["encoder_family"] == "flow"
+    s = test["summary"]
+    total = s["Approximation gap (q*_Flow)"]["mean"] + s["Amortization gap (q*_Flow)"]["mean"]
+    assert total == pytest.approx(s["Inference gap"]["mean"], abs=1e-6)
+    assert s["log p̂(x)"]["mean"] >= s["L[q]"]["mean"]
+    md = (gap_dir / "gap_train_test.md").read_text()
+    assert "| Amortization gap (q*_Flow) |" in md and "train (12 points)" in md
+    assert (gap_dir / "gap_train_test.png").stat().st_size > 5000
+    assert (gap_dir / "semi_amortized_train.png").stat().st_size > 5000
+    assert main(["gap", run, "--n", "6", "--eval-samples", "50", "--max-steps", "50", "--over-training",
+                 "--families", "ffg", "--quiet"]) == 0
+    over = json.loads((gap_dir / "gap_over_training.json").read_text())
+    assert over["epochs"] == [1, 2]
+
+
+def test_train_with_per_datapoint_guide(tmp_path, float32, capsys):
+    run = str(tmp_path / "ffg")
+    assert main(["train", "--out", run, "--epochs", "1", "--z-dim", "4", "--hidden", "32", "--guide", "ffg", "--quiet"]) == 0
+    assert main(["evaluate", run, "--split", "train", "--n", "20", "--quiet"]) == 0
+    assert main(["evaluate", run, "--n", "20", "--quiet"]) == 2
+    assert "per-datapoint" in capsys.readouterr().err
+    assert main(["plot", run, "--n", "100"]) == 0

@@ -1,0 +1,52 @@
+"""The ELBO and the IWAE bound of a guide from the same importance samples, in one pass."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ppl_vae.conventions import max_plate_nesting
+
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .estimate import Estimate
+from .log_weights import log_weights
+from .psis import TopLogWeights
+
+__all__ = ["elbo_and_iwae"]
+
+
+@torch.no_grad()
+def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 5000,
+                  max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False, desc: str = "bounds",
+                  ) -> tuple[Estimate, Estimate, torch.Tensor]:
+    """``(elbo, iwae_bound, khat)`` per data point from the same ``num_samples`` draws of the guide: the mean and
+    the log-mean-exp of each point's log-weights (half the cost of computing them separately), and the Pareto k̂
+    of those weights (:mod:`ppl_vae.estimators.psis`), which says whether the IWAE value can be trusted.
+
+    :param x: ``(N, ...)``. :returns: two :class:`Estimate` s with ``per_point (N,)`` and ``khat (N,)``.
+    """
+    if idx is None:
+        idx = torch.arange(x.shape[0], device=x.device)
+    nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
+    points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
+    chunks = list(point_chunks(x, idx, points))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=desc, unit="chunk")
+    elbos, iwaes, khats = [], [], []
+    for xc, ic in chunks:
+        total = xc.new_zeros(xc.shape[0])
+        lse = xc.new_full((xc.shape[0],), -math.inf)
+        tail = TopLogWeights(num_samples, xc.shape[0], xc.device, xc.dtype)
+        for k in sample_chunks(num_samples, samples):
+            lw = log_weights(model, guide, xc, ic, k, nesting=nesting)
+            total += lw.sum(0)
+            lse = torch.logaddexp(lse, lw.logsumexp(0))
+            tail.update(lw)
+        elbos.append(total / num_samples)
+        iwaes.append(lse - math.log(num_samples))
+        khats.append(tail.khat())
+    info = {"num_samples": num_samples}
+    return (Estimate("elbo", torch.cat(elbos), info), Estimate(f"iwae_{num_samples}", torch.cat(iwaes), info),
+            torch.cat(khats).to(x.device))

@@ -1,0 +1,59 @@
+"""Pareto k̂ of importance weights, per data point (Vehtari et al. 2015; Yao et al. 2018).
+
+k̂ is the shape of a generalized Pareto distribution fitted to the largest weights ``p(x, z) / q(z | x)``. Below
+0.5 the weights have finite variance; between 0.5 and 0.7 importance sampling still works in practice; above 0.7
+the IWAE estimate with this proposal is unreliable (its variance may be infinite and a single realization may
+land far above log p(x)). The fit is Pyro's :func:`pyro.ops.stats.fit_generalized_pareto`, applied per data
+point exactly as :func:`pyro.infer.importance.psis_diagnostic` applies it to a whole model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.ops.stats import fit_generalized_pareto
+
+__all__ = ["pareto_khat", "tail_size", "TopLogWeights", "KHAT_RELIABLE"]
+
+KHAT_RELIABLE = 0.7
+
+
+def tail_size(num_samples: int) -> int:
+    """The number of largest weights the Pareto fit uses: ``ceil(min(0.2 S, 3 sqrt(S)))``."""
+    return int(math.ceil(min(0.2 * num_samples, 3.0 * math.sqrt(num_samples))))
+
+
+def _khat_1d(top: torch.Tensor) -> float:
+    """``top``: the ``M + 1`` largest log-weights of one point, ascending."""
+    lw = top.double() - top.max()
+    cutoff = max(math.log(1e-15), lw[0].item())
+    tail = lw[lw > cutoff]
+    if tail.numel() < 10:
+        return float("inf")
+    return fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]
+
+
+def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
+    """k̂ per data point from log-weights ``(S, N)``; returns ``(N,)`` (``inf`` where ``S`` is too small)."""
+    tracker = TopLogWeights(log_weights.shape[0], log_weights.shape[1], log_weights.device, log_weights.dtype)
+    tracker.update(log_weights)
+    return tracker.khat()
+
+
+class TopLogWeights:
+    """Keeps each point's ``tail_size(S) + 1`` largest log-weights while weights arrive in chunks, so that k̂ of
+    ``S`` weights can be computed without storing them all."""
+
+    def __init__(self, num_samples: int, num_points: int, device=None, dtype=None):
+        self.keep = tail_size(num_samples) + 1
+        self.top = torch.full((0, num_points), -math.inf, device=device, dtype=dtype)
+
+    def update(self, log_weights: torch.Tensor) -> None:
+        """Add a chunk of log-weights ``(s, N)``."""
+        both = torch.cat([self.top, log_weights.detach()], 0)
+        self.top = both.topk(min(self.keep, both.shape[0]), dim=0).values
+
+    def khat(self) -> torch.Tensor:
+        """k̂ per point ``(N,)``."""
+        top = self.top.sort(0).values.cpu()
+        return torch.tensor([_khat_1d(top[:, n]) for n in range(top.shape[1])], dtype=torch.float64)
