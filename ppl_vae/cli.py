@@ -1,10 +1,11 @@
-"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``plot``.
+"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``posterior``, ``plot``.
 
 Examples::
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000
     ppl-vae gap runs/vae --split test --n 1000
+    ppl-vae posterior runs/vae --points 0 1 2 3 --guides amortized ffg flow nuts
     ppl-vae plot runs/vae
 """
 from __future__ import annotations
@@ -157,6 +158,78 @@ def _gap(args) -> int:
     return 0
 
 
+def _posterior(args) -> int:
+    import os
+    import tempfile
+
+    import torch
+
+    from ppl_vae import posterior as post
+    from ppl_vae import posterior_figures as figs
+    from ppl_vae.checkpoint import atomic_write_bytes
+    from ppl_vae.local_fit import fit_local_guide
+    from ppl_vae.runs import load_run
+
+    run = load_run(args.run, args.device)
+    data = getattr(run.splits(), args.split)
+    bad = [p for p in args.points if not 0 <= p < len(data)]
+    if bad:
+        raise ValueError(f"--points {bad} are outside the {args.split} split's {len(data)} points")
+    if "amortized" in args.guides and not run.amortized:
+        raise ValueError(f"The run's guide {run.config.guide!r} is not amortized: drop 'amortized' from --guides")
+    idx = torch.tensor(args.points, device=data.x.device)
+    x = data.x[idx]
+    out = Path(args.out) if args.out else run.path / "posterior"
+    torch.manual_seed(args.seed)
+    draws, guides, nuts = {}, {}, None
+    for name in args.guides:
+        if name == "nuts":
+            draws["nuts"], _ = post.nuts_draws(run.model, x, idx, args.chains, args.draws, args.warmup, args.seed,
+                                               progress=not args.quiet)
+            nuts = draws["nuts"]["latents"]
+            continue
+        if name == "amortized":
+            guide, gidx = run.guide, idx
+        else:
+            fit = fit_local_guide(run.model, x, name, init_guide=run.guide if run.amortized else None,
+                                  max_steps=args.max_steps, seed=args.seed)
+            guide, gidx = fit.guide, torch.arange(len(idx), device=x.device)
+        guides[name] = (guide, gidx)
+        draws[name] = post.guide_draws(run.model, guide, x, gidx, args.chains, args.draws)
+    idata = post.to_inference_data(draws, x, idx, attrs={"run": str(run.path), "split": args.split})
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".nc.tmp")
+    os.close(fd)
+    idata.to_netcdf(tmp)
+    os.replace(tmp, out / "posterior.nc")
+    rows = post.diagnostics(idata)
+    cols = ["datapoint", "sampler", "elbo", "iwae", "khat", "log_p_hat", "gap", "r_hat_max", "ess_bulk_min"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
+    table = "\n".join(lines)
+    note = ("Per data point and sampler: ELBO and IWAE from the draws, Pareto k̂ of the weights p(x,z)/q(z|x) "
+            "(> 0.7: unreliable), log p̂(x) = best IWAE with k̂ < 0.7, gap = log p̂(x) − ELBO (≈ KL(q || p(z|x))), "
+            "worst R-hat and ESS of NUTS over the point's latent dimensions.\n\n")
+    atomic_write_bytes(out / "diagnostics.md", (note + table + "\n").encode())
+    atomic_write_bytes(out / "diagnostics.json", (json.dumps(rows, indent=2) + "\n").encode())
+    print(table)
+    saved = [out / "posterior.nc", out / "diagnostics.md"]
+    site = next(iter(draws[next(iter(draws))]["latents"]))
+    dims = tuple(range(min(4, draws[next(iter(draws))]["latents"][site].shape[-1])))
+    saved.append(figs.plot_samplers_forest(idata, out / "forest.png", site, dims=dims))
+    saved.append(figs.plot_samplers_pair(idata, out / "pair.png", site, dims=dims[:2]))
+    if nuts is not None:
+        saved.append(figs.plot_nuts_posterior(idata, out / "nuts_posterior.png", site, dims=dims))
+    if getattr(run.model, "z_dim", None) == 2:
+        extra = {} if nuts is None else {"NUTS": nuts[site].reshape(-1, *nuts[site].shape[2:])[::4]}
+        saved.append(figs.plot_posterior_grid(run.model, guides, x, out / "posterior_grid.png", labels=idx, draws=extra))
+        saved.append(figs.plot_manifold(run.model, out / "manifold.png"))
+    for p in saved:
+        print(f"saved {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from guides import FLOWS
     from ppl_vae.config import GUIDES, OBJECTIVES
@@ -231,6 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="report directory (default RUN/gap)")
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_gap)
+
+    q = sub.add_parser("posterior", help="posterior samples of guides and NUTS as ArviZ InferenceData, diagnostics, figures")
+    q.add_argument("run")
+    q.add_argument("--points", type=int, nargs="+", default=[0, 1, 2, 3], help="data-point indices in the split")
+    q.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    q.add_argument("--guides", nargs="+", default=["amortized", "ffg", "flow", "nuts"],
+                   choices=("amortized", "ffg", "flow", "mvn", "nuts"),
+                   help="amortized: the run's encoder; ffg/flow/mvn: q* fitted per point; nuts: Pyro's NUTS reference")
+    q.add_argument("--chains", type=int, default=4)
+    q.add_argument("--draws", type=int, default=500)
+    q.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
+    q.add_argument("--max-steps", type=int, default=3000, help="cap on q* optimization steps")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default="cpu")
+    q.add_argument("--out", default=None, help="directory (default RUN/posterior)")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=_posterior)
 
     p = sub.add_parser("plot", help="save figures of a run (prior samples, reconstructions, latent space, curves)")
     p.add_argument("run")

@@ -9,16 +9,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ppl_vae.gap import FAMILY_NAMES, InferenceGap, _mean_se  # noqa: E402
+from ppl_vae.plots import save_figure  # noqa: E402
 
 __all__ = ["plot_gap_bars", "plot_semi_amortized", "plot_gap_over_training"]
 
 
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def plot_gap_bars(columns: dict[str, InferenceGap], path) -> Path:
@@ -40,7 +35,7 @@ def plot_gap_bars(columns: dict[str, InferenceGap], path) -> Path:
     ax.set_title("Inference gap = approximation + amortization")
     ax.axhline(0, color="black", lw=0.8)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_semi_amortized(gap: InferenceGap, path) -> Path:
@@ -59,7 +54,7 @@ def plot_semi_amortized(gap: InferenceGap, path) -> Path:
     ax.set_ylabel("mean ELBO (nats)")
     ax.set_title("Semi-amortized inference")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gap_over_training(epochs: list[int], gaps: list[InferenceGap], path) -> Path:
@@ -75,4 +70,4 @@ def plot_gap_over_training(epochs: list[int], gaps: list[InferenceGap], path) ->
     ax.set_title("Gaps over training")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

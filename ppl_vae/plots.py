@@ -16,7 +16,7 @@ from pyro import poutine  # noqa: E402
 from ppl_vae.conventions import max_plate_nesting  # noqa: E402
 from ppl_vae.estimators.log_weights import vectorize_particles  # noqa: E402
 
-__all__ = ["image_grid", "plot_prior_samples", "plot_reconstructions", "plot_latent_space", "plot_history",
+__all__ = ["image_grid", "save_figure", "plot_prior_samples", "plot_reconstructions", "plot_latent_space", "plot_history",
            "guide_means", "plot_mixture_density", "FASHION_MNIST_CLASSES"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -30,10 +30,11 @@ def image_grid(images: torch.Tensor, rows: int, side: int = 28) -> torch.Tensor:
     return x.reshape(rows * side, cols * side)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``path`` (creating its directory), close it, return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -46,7 +47,7 @@ def plot_prior_samples(model, path, num: int = 64, seed: int = 0) -> Path:
     ax.imshow(image_grid(images, int(num**0.5)), cmap="gray", vmin=0, vmax=1)
     ax.set_title("Samples from the prior (pixel probabilities)")
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -72,7 +73,7 @@ def plot_reconstructions(model, guide, x: torch.Tensor, path, num: int = 16) -> 
         ax.imshow(image_grid(imgs.cpu(), 1), cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(title, rotation=0, ha="right", va="center")
         ax.set_xticks([]), ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -92,7 +93,7 @@ def plot_latent_space(guide, x: torch.Tensor, labels: torch.Tensor, path, class_
     if class_names is not None:
         cbar.ax.set_yticklabels(class_names)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_history(history: dict, path) -> Path:
@@ -104,7 +105,7 @@ def plot_history(history: dict, path) -> Path:
     ax.set_ylabel("nats per data point")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -126,4 +127,4 @@ def plot_mixture_density(gmm, x: torch.Tensor, path, labels: torch.Tensor | None
     ax.scatter(gmm.locs[:, 0], gmm.locs[:, 1], marker="x", s=80, c="red", label="component means")
     ax.legend(loc="upper right")
     ax.set_title(f"Gaussian mixture, K={gmm.num_components}: mean log p(x) = {gmm.log_marginal(x).mean():.3f} nats")
-    return _save(fig, path)
+    return save_figure(fig, path)

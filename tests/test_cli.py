@@ -79,3 +79,20 @@ def test_train_with_per_datapoint_guide(tmp_path, float32, capsys):
     assert main(["evaluate", run, "--n", "20", "--quiet"]) == 2
     assert "per-datapoint" in capsys.readouterr().err
     assert main(["plot", run, "--n", "100"]) == 0
+
+
+def test_posterior_command(tmp_path, float32):
+    import arviz as az
+
+    run = str(tmp_path / "run")
+    assert main(["train", "--out", run, "--epochs", "1", "--z-dim", "2", "--hidden", "32", "--quiet"]) == 0
+    assert main(["posterior", run, "--points", "0", "3", "--guides", "amortized", "ffg", "flow", "nuts", "--chains", "2",
+                 "--draws", "60", "--warmup", "60", "--max-steps", "100", "--quiet"]) == 0
+    out = tmp_path / "run" / "posterior"
+    idata = az.from_netcdf(str(out / "posterior.nc"))
+    assert set(idata.posterior.data_vars) == {"z_amortized", "z_ffg", "z_flow", "z_nuts"}
+    assert idata.posterior.coords["datapoint"].values.tolist() == [0, 3]
+    assert "| 3 | nuts |" in (out / "diagnostics.md").read_text()
+    for name in ("forest", "pair", "nuts_posterior", "posterior_grid", "manifold"):
+        assert (out / f"{name}.png").stat().st_size > 5000, name
+    assert main(["posterior", run, "--points", "5000"]) == 2

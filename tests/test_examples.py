@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {
     "gaussian_mixture.py": ["--num-points", "200", "--steps", "20"],
+    "latent_spaces.py": ["--sizes", "2", "5", "--epochs", "1"],
     "inference_gap.py": ["--dataset", "fashion-mnist-small", "--valid-size", "500", "--epochs", "1", "--n", "8",
                          "--eval-samples", "50", "--max-steps", "30", "--quiet"],
 }
