@@ -62,7 +62,7 @@ class Trainer:
                     "Found no trainable parameters: the model and guide are neither nn.Modules with parameters nor "
                     "functions calling pyro.param / pyro.module"
                 )
-            self.optimizer = _adam(params, self.lr)
+            self.optimizer = adam(params, self.lr)
 
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
         """One gradient step on a batch ``x (B, ...)``; returns the batch's negative ELBO in nats per point.
@@ -110,7 +110,7 @@ class Trainer:
         self.steps = state["steps"]
 
 
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     """Adam with the fused kernel where the parameters allow it (3x faster steps on CPU than the default)."""
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)

@@ -1,0 +1,217 @@
+"""The adversarial autoencoder (Makhzani et al. 2015): a deterministic autoencoder whose codes are pushed toward
+the prior by a discriminator in latent space, in place of the VAE's KL term.
+
+As a Pyro model/guide pair:
+
+.. math::
+
+    \\text{model:}\\quad z_n \\sim \\mathcal{N}(0, I_d)\\ \\text{(masked out of the ELBO)}, \\qquad
+    x_n \\sim \\mathrm{Bernoulli}(\\mathrm{logits} = \\mathrm{Dec}(z_n)); \\qquad
+    \\text{guide:}\\quad z_n \\sim \\delta(\\mathrm{Enc}(x_n)).
+
+The prior site is ``Normal(0, 1).to_event(1).mask(False)``: the model still *generates* from ``N(0, I)``, but its
+log density contributes nothing to an ELBO, and the Delta guide's log density is 0 at its own value, so Pyro's
+``Trace_ELBO`` of this pair is exactly the reconstruction cross-entropy
+:math:`-\\sum_i [x_i \\log p_i + (1 - x_i) \\log(1 - p_i)]` (tested). The KL term is replaced by a game on the
+aggregated posterior :math:`q(z) = \\int \\delta(z - \\mathrm{Enc}(x))\\, p_d(x)\\, dx`:
+
+.. math::
+
+    \\mathcal{L}^{D} = -\\log D(z_p) - \\log(1 - D(\\mathrm{Enc}(x))), \\ z_p \\sim \\mathcal{N}(0, I); \\qquad
+    \\mathcal{L}^{G} = -\\log D(\\mathrm{Enc}(x))
+
+(non-saturating). Each batch makes three updates, each with its own Adam optimizer and gradients computed only
+for the parameters it updates: (1) reconstruction (encoder + decoder) on ``Trace_ELBO``; (2) regularization,
+discriminator (prior samples are "real", codes "fake"; codes detached); (3) regularization, generator (the
+encoder fools the discriminator).
+
+References:
+
+1. A. Makhzani, J. Shlens, N. Jaitly, I. Goodfellow, B. Frey (2015), *Adversarial autoencoders*, arXiv:1511.05644.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from torch import nn
+from torch.nn.functional import softplus
+
+from ppl_vae.conventions import DATA_PLATE
+from ppl_vae.nn import mlp
+
+__all__ = ["AdversarialAutoencoder", "AAEOptimizers", "reconstruction_step", "latent_discriminator_step",
+           "regularization_step", "aae_step", "train_aae"]
+
+ADAM_BETAS = (0.5, 0.999)
+
+
+class AdversarialAutoencoder(nn.Module):
+    """Model ``model(x, idx=None)`` (also its ``forward``) and guide ``guide(x, idx=None)`` of an AAE, and its
+    latent discriminator.
+
+    Sample sites, in plate ``data``:
+
+    - ``z``: latent, ``Normal(0, 1).to_event(1).mask(False)`` (``event_dim=1``, shape ``(N, z_dim)``), in the
+      guide ``Delta(encoder(x)).to_event(1)``;
+    - ``x``: observed, ``Bernoulli(logits=decoder(z))`` with ``event_dim=1``, shape ``(N, x_dim)``.
+
+    :param int x_dim: pixels per image (784). :param int z_dim: code size.
+    :param tuple hidden: encoder and decoder hidden sizes. :param tuple dis_hidden: latent discriminator sizes.
+    :param str activation: ``"elu"``.
+
+    Example::
+
+        aae = AdversarialAutoencoder(z_dim=8)
+        history = train_aae(aae, loader, epochs=5, lr=1e-3)
+        x = aae.sample(16)             # (16, 784): decoded draws from N(0, I)
+    """
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 8, hidden: tuple[int, ...] = (256, 256),
+                 dis_hidden: tuple[int, ...] = (256, 256), activation: str = "elu"):
+        super().__init__()
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.encoder = mlp(x_dim, tuple(hidden), z_dim, activation)
+        self.decoder = mlp(z_dim, tuple(reversed(hidden)), x_dim, activation)
+        self.discriminator = mlp(z_dim, tuple(dis_hidden), 1, activation)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.x_dim:
+            raise ValueError(f"Expected x of shape (N, {self.x_dim}) but got {tuple(x.shape)}")
+
+    def model(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+              num_points: int | None = None) -> torch.Tensor:
+        """:param x: ``(N, x_dim)`` in [0, 1], or ``None`` to generate ``num_points`` images.
+        :returns: logits ``(..., N, x_dim)``."""
+        if x is not None:
+            self._check(x)
+        elif num_points is None:
+            raise ValueError("Expected x or num_points but got neither")
+        n = x.shape[0] if x is not None else num_points
+        p = next(self.decoder.parameters())
+        loc = p.new_zeros(()).expand(n, self.z_dim)
+        with pyro.plate(DATA_PLATE, n, dim=-1):
+            # the prior generates, but is masked out of the ELBO: the adversarial game replaces the KL term
+            z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1).mask(False))
+            logits = self.decoder(z)
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+        return logits
+
+    forward = model
+
+    def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The deterministic encoder as a guide: site ``z`` is ``Delta(encoder(x)).to_event(1)``, ``(N, z_dim)``."""
+        self._check(x)
+        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
+            return pyro.sample("z", dist.Delta(self.encoder(x)).to_event(1))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``(N, z_dim)`` for ``x (N, x_dim)``."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities ``(..., x_dim)`` for codes ``z (..., z_dim)``."""
+        return torch.sigmoid(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
+        """``num`` images ``(num, x_dim)`` decoded from ``z ~ N(0, I)``: binary samples or pixel probabilities."""
+        p = next(self.decoder.parameters())
+        mean = self.decode(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype))
+        return mean if probs else torch.bernoulli(mean)
+
+
+@dataclass(frozen=True)
+class AAEOptimizers:
+    """Adam optimizers of the three phases: ``autoencoder`` (encoder + decoder), ``discriminator``, ``generator``
+    (the encoder, with its own Adam state)."""
+
+    autoencoder: torch.optim.Optimizer
+    discriminator: torch.optim.Optimizer
+    generator: torch.optim.Optimizer
+
+    @classmethod
+    def create(cls, aae: AdversarialAutoencoder, lr: float = 1e-3) -> "AAEOptimizers":
+        if lr <= 0:
+            raise ValueError(f"Expected lr > 0 but got {lr}")
+        autoencoder = [*aae.encoder.parameters(), *aae.decoder.parameters()]
+        return cls(torch.optim.Adam(autoencoder, lr=lr, betas=ADAM_BETAS),
+                   torch.optim.Adam(aae.discriminator.parameters(), lr=lr, betas=ADAM_BETAS),
+                   torch.optim.Adam(aae.encoder.parameters(), lr=lr, betas=ADAM_BETAS))
+
+
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """Gradients of ``loss`` for this optimizer's parameters only (no other ``.grad`` is touched), then a step."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    optimizer.step()
+
+
+def reconstruction_step(aae: AdversarialAutoencoder, x: torch.Tensor, optimizer: torch.optim.Optimizer,
+                        idx: torch.Tensor | None = None) -> float:
+    """Update encoder and decoder on ``-ELBO`` = the reconstruction cross-entropy; returns it, nats per point."""
+    loss = Trace_ELBO().differentiable_loss(aae.model, aae.guide, x, idx) / x.shape[0]
+    _update(loss, optimizer)
+    return loss.item()
+
+
+def latent_discriminator_step(aae: AdversarialAutoencoder, x: torch.Tensor,
+                              optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Update the discriminator: prior draws ``z_p ~ N(0, I)`` are real, detached codes ``Enc(x)`` fake.
+    Returns ``disc_loss`` per point and ``disc_accuracy`` (mean of the two classes' accuracies)."""
+    codes = aae.encode(x)
+    d_fake = aae.discriminator(codes).squeeze(-1)
+    d_real = aae.discriminator(torch.randn_like(codes)).squeeze(-1)
+    loss = softplus(-d_real).mean() + softplus(d_fake).mean()
+    _update(loss, optimizer)
+    accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
+    return {"disc_loss": loss.item(), "disc_accuracy": accuracy.item()}
+
+
+def regularization_step(aae: AdversarialAutoencoder, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+    """Update the encoder to fool the discriminator, ``-log D(Enc(x))``; returns it per point."""
+    loss = softplus(-aae.discriminator(aae.encoder(x)).squeeze(-1)).mean()
+    _update(loss, optimizer)
+    return loss.item()
+
+
+def aae_step(aae: AdversarialAutoencoder, x: torch.Tensor, optimizers: AAEOptimizers,
+             idx: torch.Tensor | None = None) -> dict[str, float]:
+    """The three updates of one batch ``x (B, x_dim)``: reconstruction, discriminator, regularization."""
+    out = {"reconstruction": reconstruction_step(aae, x, optimizers.autoencoder, idx)}
+    out.update(latent_discriminator_step(aae, x, optimizers.discriminator))
+    out["gen_loss"] = regularization_step(aae, x, optimizers.generator)
+    return out
+
+
+def train_aae(aae: AdversarialAutoencoder, loader, epochs: int, lr: float = 1e-3,
+              optimizers: AAEOptimizers | None = None) -> dict[str, list]:
+    """Train an AAE for ``epochs`` passes over ``loader`` of ``(x, y, idx)`` batches.
+
+    :param optimizers: to continue a training; by default new Adam optimizers with ``lr``.
+    :returns: per-epoch history, batch means: ``epoch``, ``reconstruction`` (nats per point), ``disc_loss``,
+        ``disc_accuracy``, ``gen_loss``, ``seconds``.
+    """
+    if epochs < 1:
+        raise ValueError(f"Expected epochs >= 1 but got {epochs}")
+    optimizers = optimizers or AAEOptimizers.create(aae, lr)
+    keys = ("reconstruction", "disc_loss", "disc_accuracy", "gen_loss")
+    history: dict[str, list] = {"epoch": [], **{k: [] for k in keys}, "seconds": []}
+    for epoch in range(1, epochs + 1):
+        start, sums, count = time.perf_counter(), dict.fromkeys(keys, 0.0), 0
+        for x, _, idx in loader:
+            for k, v in aae_step(aae, x, optimizers, idx).items():
+                sums[k] += v
+            count += 1
+        history["epoch"].append(epoch)
+        for k in keys:
+            history[k].append(sums[k] / max(count, 1))
+        history["seconds"].append(time.perf_counter() - start)
+    return history
