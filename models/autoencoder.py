@@ -65,6 +65,14 @@ class Autoencoder(nn.Module):
         return logits
 
     @torch.no_grad()
+    @torch.no_grad()
+    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
+        """Decode ``num`` random codes ``z ~ N(0, I)``: ``(num, x_dim)``. An autoencoder puts no prior on its codes,
+        so nothing makes these images look like data — the lecture's reason to move to the VAE."""
+        p = next(self.decoder.parameters())
+        mean = torch.sigmoid(self.decoder(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype)))
+        return mean if probs else torch.bernoulli(mean)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities ``(..., x_dim)`` for codes ``z (..., z_dim)``."""
         return torch.sigmoid(self.decoder(z))

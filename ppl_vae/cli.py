@@ -27,7 +27,9 @@ def _train(args) -> int:
         valid_size=float(args.valid_size) if "." in args.valid_size else int(args.valid_size),
         z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
-        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every,
+        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every, model=args.model,
+        beta=args.beta, warmup_steps=args.warmup_steps, cycle_steps=args.cycle_steps, free_bits=args.free_bits,
+        gamma=args.gamma,
     )
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run.path}")
@@ -59,6 +61,10 @@ def _evaluate(args) -> int:
         results.append(prior_mc(run.model, x, num_samples=args.prior_mc))
     report = {"run": str(run.path), "split": args.split, "num_points": x.shape[0], "seed": args.seed,
               "estimates": {r.name: r.to_dict() for r in results}}
+    if run.config.model != "vae":
+        report["note"] = (f"--model {run.config.model}: the 'elbo' is its Pyro objective (reconstruction or "
+                          "feature likelihood), not a bound on log p(x)")
+        print(report["note"])
     bounds = [r for r in results if r.name.startswith(("iwae", "ais"))]
     if bounds:  # log p-hat(x): per point, the best of the strong estimators (Cremer et al. 2018)
         best = torch.stack([r.per_point for r in bounds]).max(0).values
@@ -85,12 +91,17 @@ def _plot(args) -> int:
     test = run.splits().test if run.amortized else run.splits().train  # per-datapoint guides know train points only
     out = Path(args.out) if args.out else run.path / "figures"
     torch.manual_seed(args.seed)
-    paths = [
-        plots.plot_prior_samples(run.model, out / "prior_samples.png"),
-        plots.plot_reconstructions(run.model, run.guide, test.x, out / "reconstructions.png"),
-        plots.plot_latent_space(run.guide, test.x[: args.n], test.labels[: args.n], out / "latent_space.png"),
-        plots.plot_history(run.history, out / "elbo_curves.png"),
-    ]
+    paths = [plots.plot_prior_samples(run.model, out / "prior_samples.png"),
+             plots.plot_history(run.history, out / "elbo_curves.png")]
+    if hasattr(run.model, "decode") and run.config.model != "vqvae":  # models with a continuous latent site
+        paths.append(plots.plot_reconstructions(run.model, run.guide, test.x, out / "reconstructions.png"))
+        paths.append(plots.plot_latent_space(run.guide, test.x[: args.n], test.labels[: args.n], out / "latent_space.png"))
+    if run.history.get("kl_per_dim"):
+        from ppl_vae.collapse import plot_collapse
+
+        paths.append(plot_collapse(torch.tensor(run.history["kl_per_dim"]), out / "kl_per_dimension.png",
+                                   title=f"KL per latent dimension over training (active units at the end: "
+                                         f"{run.history['active_units'][-1]})"))
     for p in paths:
         print(f"saved {p}")
     return 0
@@ -232,7 +243,7 @@ def _posterior(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from guides import FLOWS
-    from ppl_vae.config import GUIDES, OBJECTIVES
+    from ppl_vae.config import GUIDES, MODELS, OBJECTIVES
     from ppl_vae.data import BINARIZATIONS, DATASETS
 
     parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
@@ -244,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default=None, help="directory with the IDX files (else $PPL_VAE_DATA, cache, /usr/share/datasets)")
     t.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS)
     t.add_argument("--valid-size", default="0.1", help="held-out training images: a count (5000) or a fraction (0.1)")
+    t.add_argument("--model", default="vae", choices=MODELS,
+                   help="vae; ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
+    t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (beta-VAE); the warm-up's final value")
+    t.add_argument("--warmup-steps", type=int, default=0, help="linear KL warm-up over this many steps")
+    t.add_argument("--cycle-steps", type=int, default=0, help="cyclical KL annealing with this period (steps)")
+    t.add_argument("--free-bits", type=float, default=0.0, metavar="LAMBDA", help="free bits: KL floor per latent dimension (nats)")
+    t.add_argument("--gamma", type=float, default=1.0, help="VAE-GAN: weight of the feature likelihood for the decoder")
     t.add_argument("--z-dim", type=int, default=50)
     t.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
     t.add_argument("--activation", default="elu")

@@ -9,7 +9,7 @@ import torch
 
 __all__ = ["TrainConfig", "build_model", "build_guide", "MODELS", "GUIDES", "OBJECTIVES"]
 
-MODELS = ("vae",)
+MODELS = ("vae", "ae", "vqvae", "vaegan", "aae")
 GUIDES = ("amortized", "flow", "ffg")
 AMORTIZED_GUIDES = ("amortized", "flow")
 OBJECTIVES = ("trace", "meanfield", "iwae")
@@ -39,6 +39,11 @@ class TrainConfig:
     flow: str = "iaf"
     num_flows: int = 2
     keep_every: int = 0
+    beta: float = 1.0
+    warmup_steps: int = 0
+    cycle_steps: int = 0
+    free_bits: float = 0.0
+    gamma: float = 1.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -51,6 +56,12 @@ class TrainConfig:
         for name in ("z_dim", "k", "batch_size", "eval_samples", "num_flows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected {name} >= 1, got {getattr(self, name)}")
+        if self.model != "vae" and self.guide != "amortized":
+            raise ValueError(f"--guide {self.guide} applies to --model vae only, got --model {self.model}")
+        if self.model != "vae" and (self.beta != 1.0 or self.warmup_steps or self.cycle_steps or self.free_bits):
+            raise ValueError(f"beta, warm-up and free bits apply to --model vae only, got --model {self.model}")
+        if min(self.beta, self.warmup_steps, self.cycle_steps, self.free_bits, self.gamma) < 0:
+            raise ValueError("Expected beta, warmup_steps, cycle_steps, free_bits and gamma >= 0")
         if self.keep_every < 0:
             raise ValueError(f"Expected keep_every >= 0, got {self.keep_every}")
         if self.epochs < 0 or not self.lr > 0:
@@ -73,9 +84,9 @@ class TrainConfig:
 
 
 def build_model(config: TrainConfig, x_dim: int) -> torch.nn.Module:
-    from models import BernoulliVAE
+    from ppl_vae.zoo import build_zoo_model
 
-    return BernoulliVAE(x_dim, config.z_dim, config.hidden, config.activation)
+    return build_zoo_model(config, x_dim)
 
 
 def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points: int | None = None) -> torch.nn.Module:
@@ -83,7 +94,10 @@ def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points:
     transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized)."""
     from guides import AmortizedFlow, AmortizedNormal, PerDatapointNormal
     from ppl_vae.conventions import latent_sites
+    from ppl_vae.zoo import build_zoo_guide
 
+    if config.model != "vae":
+        return build_zoo_guide(config, model, x_example)
     hidden = tuple(reversed(config.hidden))
     if config.guide == "amortized":
         return AmortizedNormal.for_model(model, x_example, hidden=hidden, activation=config.activation)
@@ -102,8 +116,12 @@ def build_objective(config: TrainConfig):
 
     from ppl_vae.estimators import IWAE_ELBO
 
+    from ppl_vae.zoo import build_zoo_objective
+
     if config.elbo == "trace":
-        return pyro.infer.Trace_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
-    if config.elbo == "meanfield":
-        return pyro.infer.TraceMeanField_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
-    return IWAE_ELBO(num_particles=config.k)
+        base = pyro.infer.Trace_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
+    elif config.elbo == "meanfield":
+        base = pyro.infer.TraceMeanField_ELBO(num_particles=config.k, vectorize_particles=config.k > 1)
+    else:
+        base = IWAE_ELBO(num_particles=config.k)
+    return build_zoo_objective(config, base) if config.model == "vae" else base

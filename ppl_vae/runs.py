@@ -17,16 +17,19 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ppl_vae.collapse import active_units, kl_per_dimension
 from ppl_vae.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from ppl_vae.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.conventions import check_pair
 from ppl_vae.data import Splits, check_images, load_splits, make_loader
 from ppl_vae.estimators import elbo
 from ppl_vae.train import Trainer, TrainingDiverged, record, timer
+from ppl_vae.zoo import ADVERSARIAL, AdversarialTrainer
 
 __all__ = ["Run", "train_run", "load_run", "kept_checkpoints", "resolve_device"]
 
 CHECKPOINT = "checkpoint.pt"
+COLLAPSE_POINTS = 1000  # validation points for the per-epoch KL-per-dimension and active-unit diagnostics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,7 +99,10 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     num_points = len(splits.train)
     guide = build_guide(config, model, splits.train.probs[:2], num_points).to(device)
     check_pair(model, guide, splits.train.probs[:2], torch.arange(2, device=device))
-    trainer = Trainer(model, guide, build_objective(config), config.lr)
+    if config.model in ADVERSARIAL:
+        trainer = AdversarialTrainer(config.model, model, guide, config.lr, config.gamma)
+    else:
+        trainer = Trainer(model, guide, build_objective(config), config.lr)
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
     x0, _, i0 = next(iter(make_loader(splits.train, 2, shuffle=False)))
     start_epoch = 0
@@ -150,6 +156,11 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
             # a per-datapoint guide has no parameters for validation points: no validation ELBO
             valid_elbo = _evaluate(model, guide, valid_x, config.eval_samples, config.seed, device) if amortized else math.nan
             record(trainer.history, epoch, train_elbo, valid_elbo, seconds)
+            if config.model == "vae" and config.guide == "amortized":  # posterior-collapse diagnostics
+                with torch.no_grad():
+                    kl = kl_per_dimension(model, guide, valid_x[:COLLAPSE_POINTS])
+                trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
+                trainer.history.setdefault("active_units", []).append(active_units(guide, valid_x[:COLLAPSE_POINTS]).count)
             if progress:
                 bar.write(f"epoch {epoch}: train ELBO {train_elbo:.2f}  valid ELBO {valid_elbo:.2f}  ({seconds:.1f} s)")
             save(epoch)

@@ -96,3 +96,32 @@ def test_posterior_command(tmp_path, float32):
     for name in ("forest", "pair", "nuts_posterior", "posterior_grid", "manifold"):
         assert (out / f"{name}.png").stat().st_size > 5000, name
     assert main(["posterior", run, "--points", "5000"]) == 2
+
+
+@pytest.mark.parametrize("model", ["ae", "vqvae", "vaegan", "aae"])
+def test_train_every_zoo_model(tmp_path, float32, model):
+    run = str(tmp_path / model)
+    assert main(["train", "--out", run, "--model", model, "--epochs", "2", "--z-dim", "4", "--hidden", "32", "--quiet"]) == 0
+    history = json.loads((tmp_path / model / "history.json").read_text())
+    if model != "vqvae":  # (the VQ-VAE's codebook terms spike early; tests/models/test_vqvae.py checks its training)
+        assert history["train_elbo"][1] > history["train_elbo"][0]  # the (reconstruction) objective improves
+    assert all(v is not None for v in history["train_elbo"])
+    assert main(["evaluate", run, "--n", "20", "--quiet"]) == 0
+    assert "not a bound" in json.loads((tmp_path / model / "evaluation_test.json").read_text())["note"]
+    assert main(["plot", run, "--n", "50"]) == 0
+    assert (tmp_path / model / "figures" / "prior_samples.png").exists()
+
+
+def test_warmup_and_free_bits_runs_log_collapse_diagnostics(tmp_path, float32, capsys):
+    run = str(tmp_path / "wu")
+    assert main(["train", "--out", run, "--epochs", "2", "--z-dim", "6", "--hidden", "32", "--warmup-steps", "60",
+                 "--quiet"]) == 0
+    history = json.loads((tmp_path / "wu" / "history.json").read_text())
+    assert len(history["kl_per_dim"]) == 2 and len(history["kl_per_dim"][0]) == 6
+    assert 0 <= history["active_units"][-1] <= 6
+    assert main(["plot", run]) == 0
+    assert (tmp_path / "wu" / "figures" / "kl_per_dimension.png").exists()
+    assert main(["train", "--out", str(tmp_path / "fb"), "--epochs", "1", "--z-dim", "6", "--hidden", "32",
+                 "--free-bits", "0.5", "--quiet"]) == 0
+    assert main(["train", "--out", str(tmp_path / "bad"), "--model", "ae", "--beta", "2", "--quiet"]) == 2
+    assert "apply to --model vae only" in capsys.readouterr().err

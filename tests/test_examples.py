@@ -12,7 +12,7 @@ EXAMPLES = {
     "objective_ablation.py": ["--epochs", "1"],
     "posterior_collapse.py": ["--epochs", "1", "--z-dim", "8"],
     "vqvae.py": ["--epochs", "1", "--classifier-epochs", "1", "--num-samples", "200"],
-    "vaegan_aae.py": ["--epochs", "1"],
+    "vaegan_aae.py": ["--epochs", "1", "--num-samples", "100", "--num-eval", "20", "--classifier-epochs", "1"],
     "inference_gap.py": ["--dataset", "fashion-mnist-small", "--valid-size", "500", "--epochs", "1", "--n", "8",
                          "--eval-samples", "50", "--max-steps", "30", "--quiet"],
 }
