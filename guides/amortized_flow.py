@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ppl_vae.conventions import DATA_PLATE, latent_sites
+from ppl_vae.conventions import DATA_PLATE, vector_site_sizes
 from ppl_vae.nn import mlp
 
 __all__ = ["AmortizedFlow", "FLOWS", "conditional_flow"]
@@ -72,11 +72,7 @@ class AmortizedFlow(nn.Module):
     @classmethod
     def for_model(cls, model, x: torch.Tensor, **kwargs) -> "AmortizedFlow":
         """A flow encoder for every latent site of ``model`` (found by tracing ``model(x)``)."""
-        sites = latent_sites(model, x)
-        for s in sites.values():
-            if s.discrete or len(s.event_shape) != 1:
-                raise ValueError(f"AmortizedFlow needs continuous sites of event_dim 1; site {s.name!r} is not")
-        return cls(x.reshape(x.shape[0], -1).shape[1], {n: s.event_numel for n, s in sites.items()}, **kwargs)
+        return cls(x.reshape(x.shape[0], -1).shape[1], vector_site_sizes(model, x, "AmortizedFlow"), **kwargs)
 
     def distributions(self, x: torch.Tensor) -> dict[str, dist.Distribution]:
         """``{site: TransformedDistribution}`` with batch shape ``(N,)`` and event shape ``(size,)``."""

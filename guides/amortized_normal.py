@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ppl_vae.conventions import DATA_PLATE, latent_sites
+from ppl_vae.conventions import DATA_PLATE, vector_site_sizes
 from ppl_vae.nn import mlp
 
 __all__ = ["AmortizedNormal"]
@@ -38,11 +38,7 @@ class AmortizedNormal(nn.Module):
     @classmethod
     def for_model(cls, model, x: torch.Tensor, **kwargs) -> "AmortizedNormal":
         """An encoder for every latent site of ``model`` (found by tracing ``model(x)``)."""
-        sites = latent_sites(model, x)
-        for s in sites.values():
-            if s.discrete or len(s.event_shape) != 1:
-                raise ValueError(f"AmortizedNormal needs continuous sites of event_dim 1; site {s.name!r} is not")
-        return cls(x.reshape(x.shape[0], -1).shape[1], {n: s.event_numel for n, s in sites.items()}, **kwargs)
+        return cls(x.reshape(x.shape[0], -1).shape[1], vector_site_sizes(model, x, "AmortizedNormal"), **kwargs)
 
     def distributions(self, x: torch.Tensor) -> dict[str, dist.Distribution]:
         """``{site: Normal(loc (N, size), scale (N, size)).to_event(1)}`` for ``x (N, x_dim)``."""

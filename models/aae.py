@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppl_vae.conventions import DATA_PLATE
-from ppl_vae.nn import mlp
+from ppl_vae.nn import BernoulliDecoder, mlp
 
 __all__ = ["AdversarialAutoencoder", "AAEOptimizers", "reconstruction_step", "latent_discriminator_step",
            "regularization_step", "aae_step", "train_aae"]
@@ -50,7 +50,7 @@ __all__ = ["AdversarialAutoencoder", "AAEOptimizers", "reconstruction_step", "la
 ADAM_BETAS = (0.5, 0.999)
 
 
-class AdversarialAutoencoder(nn.Module):
+class AdversarialAutoencoder(BernoulliDecoder, nn.Module):
     """Model ``model(x, idx=None)`` (also its ``forward``) and guide ``guide(x, idx=None)`` of an AAE, and its
     latent discriminator.
 
@@ -114,17 +114,7 @@ class AdversarialAutoencoder(nn.Module):
         """Codes ``(N, z_dim)`` for ``x (N, x_dim)``."""
         return self.encoder(x)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities ``(..., x_dim)`` for codes ``z (..., z_dim)``."""
-        return torch.sigmoid(self.decoder(z))
 
-    @torch.no_grad()
-    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
-        """``num`` images ``(num, x_dim)`` decoded from ``z ~ N(0, I)``: binary samples or pixel probabilities."""
-        p = next(self.decoder.parameters())
-        mean = self.decode(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype))
-        return mean if probs else torch.bernoulli(mean)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,16 @@ import torch
 from torch import nn
 
 from ppl_vae.conventions import DATA_PLATE
-from ppl_vae.nn import mlp
+from ppl_vae.nn import BernoulliDecoder, mlp
 
 __all__ = ["Autoencoder", "DeltaEncoder", "reconstruct"]
 
 
-class Autoencoder(nn.Module):
+class Autoencoder(BernoulliDecoder, nn.Module):
     """The decoder half as a Pyro model: ``model(x, idx=None)``.
+
+    ``sample(num)`` decodes random codes ``z ~ N(0, I)``: an autoencoder puts no prior on its codes, so nothing
+    makes these images look like data — the lecture's reason to move to the VAE.
 
     Sample sites:
 
@@ -63,19 +66,6 @@ class Autoencoder(nn.Module):
             # validate_args=False: continuous intensities in [0, 1] are scored as cross-entropy, as in BernoulliVAE
             pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
         return logits
-
-    @torch.no_grad()
-    @torch.no_grad()
-    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
-        """Decode ``num`` random codes ``z ~ N(0, I)``: ``(num, x_dim)``. An autoencoder puts no prior on its codes,
-        so nothing makes these images look like data — the lecture's reason to move to the VAE."""
-        p = next(self.decoder.parameters())
-        mean = torch.sigmoid(self.decoder(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype)))
-        return mean if probs else torch.bernoulli(mean)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities ``(..., x_dim)`` for codes ``z (..., z_dim)``."""
-        return torch.sigmoid(self.decoder(z))
 
 
 class DeltaEncoder(nn.Module):

@@ -11,12 +11,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae.nn import mlp
+from ppl_vae.nn import BernoulliDecoder, mlp
 
 __all__ = ["BernoulliVAE"]
 
 
-class BernoulliVAE(nn.Module):
+class BernoulliVAE(BernoulliDecoder, nn.Module):
     """The generative model ``p(z) p_theta(x | z)`` as a Pyro model: ``model(x, idx=None)``.
 
     Sample sites:
@@ -54,15 +54,4 @@ class BernoulliVAE(nn.Module):
             pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
         return logits
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities ``(..., x_dim)`` for latents ``z (..., z_dim)``."""
-        return torch.sigmoid(self.decoder(z))
 
-    @torch.no_grad()
-    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
-        """``num`` images from the model, ``(num, x_dim)``: binary samples, or their pixel probabilities."""
-        p = next(self.decoder.parameters())
-        z = torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype)
-        mean = self.decode(z)
-        return mean if probs else torch.bernoulli(mean)

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from ppl_vae.conventions import DATA_PLATE
-from ppl_vae.nn import ACTIVATIONS, mlp
+from ppl_vae.nn import ACTIVATIONS, BernoulliDecoder, mlp
 
 __all__ = ["Discriminator", "VAEGAN", "VAEGANOptimizers", "encoder_step", "decoder_step", "discriminator_step",
            "vaegan_step", "train_vaegan"]
@@ -93,7 +93,7 @@ class Discriminator(nn.Module):
         return self.head(x).squeeze(-1)
 
 
-class VAEGAN(nn.Module):
+class VAEGAN(BernoulliDecoder, nn.Module):
     """The VAE-GAN generative model as a Pyro model, ``model(x, idx=None)`` (also its ``forward``).
 
     Sample sites, in plate ``data``:
@@ -151,17 +151,7 @@ class VAEGAN(nn.Module):
         d = self.discriminator
         return -dist.Normal(d.features(x_tilde), 1.0).to_event(1).log_prob(d.features(x).detach())
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities ``(..., x_dim)`` for latents ``z (..., z_dim)``."""
-        return torch.sigmoid(self.decoder(z))
 
-    @torch.no_grad()
-    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
-        """``num`` images ``(num, x_dim)`` from the prior: binary samples, or their pixel probabilities."""
-        p = next(self.decoder.parameters())
-        mean = self.decode(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype))
-        return mean if probs else torch.bernoulli(mean)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-__all__ = ["DATA_PLATE", "LatentSite", "latent_sites", "check_pair", "max_plate_nesting"]
+__all__ = ["DATA_PLATE", "LatentSite", "latent_sites", "vector_site_sizes", "check_pair", "max_plate_nesting"]
 
 DATA_PLATE = "data"
 
@@ -82,6 +82,16 @@ def latent_sites(model, x: torch.Tensor, idx: torch.Tensor | None = None) -> dic
     if not observed:
         raise ValueError("The model has no observed sample site (a pyro.sample with obs=x)")
     return sites
+
+
+def vector_site_sizes(model, x: torch.Tensor, who: str) -> dict[str, int]:
+    """``{site: event size}`` of the model's latent sites, all of which must be continuous with ``event_dim=1``
+    (what the amortized guides can encode); ``who`` names the guide in the error."""
+    sites = latent_sites(model, x)
+    for s in sites.values():
+        if s.discrete or len(s.event_shape) != 1:
+            raise ValueError(f"{who} needs continuous sites of event_dim 1; site {s.name!r} is not")
+    return {n: s.event_numel for n, s in sites.items()}
 
 
 def check_pair(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None) -> dict[str, LatentSite]:

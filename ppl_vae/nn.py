@@ -1,9 +1,10 @@
 """Small neural-network building blocks shared by models and guides."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-__all__ = ["mlp", "ACTIVATIONS"]
+__all__ = ["mlp", "ACTIVATIONS", "BernoulliDecoder"]
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
@@ -22,3 +23,20 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "e
         if i < len(dims) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+class BernoulliDecoder:
+    """Mixin for models whose ``self.decoder`` maps latents ``(..., z_dim)`` to Bernoulli logits and whose
+    generative latent is ``N(0, I)`` of size ``self.z_dim``."""
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities ``(..., x_dim)`` for latents ``z (..., z_dim)``."""
+        return torch.sigmoid(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, num: int, probs: bool = False) -> torch.Tensor:
+        """``num`` images ``(num, x_dim)`` decoded from ``z ~ N(0, I)``: binary samples or pixel probabilities."""
+        p = next(self.decoder.parameters())
+        mean = self.decode(torch.randn(num, self.z_dim, device=p.device, dtype=p.dtype))
+        return mean if probs else torch.bernoulli(mean)
