@@ -20,9 +20,9 @@ import torch
 
 
 def load(args):
-    from guides import AmortizedNormal
-    from models import BernoulliVAE
     from ppl_vae.data import load_splits
+    from ppl_vae.guides import AmortizedNormal
+    from ppl_vae.models import BernoulliVAE
 
     if args.run:
         from ppl_vae.runs import load_run

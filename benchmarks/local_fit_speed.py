@@ -20,13 +20,13 @@ import pyro
 import torch
 from torch import nn
 
-from ppl_vae.local_fit import fit_local_guide
+from ppl_vae.gap.local_fit import fit_local_guide
 
 
 def load(args):
-    from guides import AmortizedNormal
-    from models import BernoulliVAE
     from ppl_vae.data import load_splits
+    from ppl_vae.guides import AmortizedNormal
+    from ppl_vae.models import BernoulliVAE
 
     if args.run:
         from ppl_vae.runs import load_run

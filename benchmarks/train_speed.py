@@ -16,13 +16,13 @@ import pyro
 import pyro.infer
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Normal, kl_divergence
 
-from guides import AmortizedNormal
-from models import BernoulliVAE
 from ppl_vae.data import load_splits, make_loader
 from ppl_vae.estimators import elbo
-from ppl_vae.train import Trainer
+from ppl_vae.guides import AmortizedNormal
+from ppl_vae.models import BernoulliVAE
+from ppl_vae.training.trainer import Trainer
 
 
 class PlainVAE(nn.Module):

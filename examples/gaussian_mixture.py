@@ -12,9 +12,10 @@ from pathlib import Path
 import pyro
 import torch
 
-from models import GaussianMixture, fit_gmm
 from ppl_vae.estimators import iwae_bound
-from ppl_vae.plots import plot_mixture_density
+from ppl_vae.figures.samples import plot_mixture_density
+from ppl_vae.models import GaussianMixture
+from ppl_vae.training.gmm import fit_gmm
 
 
 def main(args):

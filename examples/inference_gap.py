@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ppl_vae.config import TrainConfig
+from ppl_vae.figures.gap import plot_gap_bars, plot_semi_amortized
 from ppl_vae.gap import inference_gap, markdown_table
-from ppl_vae.gap_figures import plot_gap_bars, plot_semi_amortized
 from ppl_vae.runs import train_run
+from ppl_vae.runs.config import TrainConfig
 
 
 def main(args):

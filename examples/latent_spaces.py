@@ -9,10 +9,10 @@ latent means coloured by class.
 import argparse
 from pathlib import Path
 
-from ppl_vae.config import TrainConfig
-from ppl_vae.plots import plot_latent_space
-from ppl_vae.posterior_figures import plot_manifold, plot_prior_samples_by_size
+from ppl_vae.figures.posterior import plot_manifold, plot_prior_samples_by_size
+from ppl_vae.figures.samples import plot_latent_space
 from ppl_vae.runs import train_run
+from ppl_vae.runs.config import TrainConfig
 
 
 def main(args):

@@ -27,14 +27,15 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from guides import AmortizedNormal
-from models import BernoulliVAE
-from models.autoencoder import Autoencoder, DeltaEncoder
-from ppl_vae.collapse import kl_per_dimension
 from ppl_vae.data.splits import load_splits, make_loader
-from ppl_vae.free_bits import FreeBitsELBO
-from ppl_vae.plots import FASHION_MNIST_CLASSES, image_grid, save_figure
-from ppl_vae.train import Trainer
+from ppl_vae.diagnostics.collapse import kl_per_dimension
+from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.figures.samples import FASHION_MNIST_CLASSES
+from ppl_vae.guides import AmortizedNormal
+from ppl_vae.models import BernoulliVAE
+from ppl_vae.models.autoencoder import Autoencoder, DeltaEncoder
+from ppl_vae.objectives.free_bits import FreeBitsELBO
+from ppl_vae.training.trainer import Trainer
 
 
 class DropLikelihood(Messenger):

@@ -32,13 +32,14 @@ import pyro
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
-from guides import AmortizedNormal
-from models import BernoulliVAE
-from ppl_vae.annealing import AnnealedELBO, linear_warmup
-from ppl_vae.collapse import active_units, kl_per_dimension, plot_collapse
 from ppl_vae.data.splits import load_splits, make_loader
-from ppl_vae.free_bits import FreeBitsELBO
-from ppl_vae.train import Trainer
+from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
+from ppl_vae.figures.training import plot_collapse
+from ppl_vae.guides import AmortizedNormal
+from ppl_vae.models import BernoulliVAE
+from ppl_vae.objectives.annealing import AnnealedELBO, linear_warmup
+from ppl_vae.objectives.free_bits import FreeBitsELBO
+from ppl_vae.training.trainer import Trainer
 
 
 def objectives(beta: float, total_steps: int, warmup_fraction: float, free_bits: float) -> dict:

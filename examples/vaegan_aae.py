@@ -9,7 +9,7 @@ log-likelihood where it is defined (the VAE's IWAE-1000 bound; the VAE-GAN's lik
 feature space and the AAE has no density), the test pixel reconstruction cross-entropy (the Bernoulli log-loss of
 a test image under its reconstruction from the encoder's mean code, nats per image), and sample-quality metrics of
 1,000 prior samples computed offline with a classifier trained on the same training images
-(:mod:`ppl_vae.metrics`: classifier-based Inception score, Fréchet distance to the test images in the
+(:mod:`ppl_vae.diagnostics.sample_metrics`: classifier-based Inception score, Fréchet distance to the test images in the
 classifier's feature space, pixel diversity — not comparable to published Inception numbers); it saves the
 decoded images of the same 64 prior draws through each decoder (``prior_samples.png``) and the training
 histories (``history.json``).
@@ -27,16 +27,15 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from guides import AmortizedNormal
-from models import BernoulliVAE
-from models.aae import AdversarialAutoencoder, train_aae
-from models.vaegan import VAEGAN, train_vaegan
-from ppl_vae.classifier import train_classifier
 from ppl_vae.data.splits import load_splits, make_loader
+from ppl_vae.diagnostics.classifier import train_classifier
+from ppl_vae.diagnostics.sample_metrics import classifier_inception_score, diversity, frechet_distance
 from ppl_vae.estimators import iwae_bound
-from ppl_vae.metrics import classifier_inception_score, diversity, frechet_distance
-from ppl_vae.plots import image_grid, save_figure
-from ppl_vae.train import Trainer
+from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.guides import AmortizedNormal
+from ppl_vae.models import VAEGAN, AdversarialAutoencoder, BernoulliVAE
+from ppl_vae.training import train_aae, train_vaegan
+from ppl_vae.training.trainer import Trainer
 
 
 def train_vae(x_loader, args):

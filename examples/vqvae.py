@@ -20,11 +20,12 @@ import matplotlib.pyplot as plt
 import pyro
 import torch
 
-from models.vqvae import VQVAE, train_vqvae
-from ppl_vae.classifier import accuracy, train_classifier
 from ppl_vae.data.splits import load_splits, make_loader
-from ppl_vae.metrics import classifier_inception_score, diversity, frechet_distance
-from ppl_vae.plots import image_grid, save_figure
+from ppl_vae.diagnostics.classifier import accuracy, train_classifier
+from ppl_vae.diagnostics.sample_metrics import classifier_inception_score, diversity, frechet_distance
+from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.models.vqvae import VQVAE
+from ppl_vae.training.vqvae import train_vqvae
 
 
 def show_grid(images, path, title, rows=8):

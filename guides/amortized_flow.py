@@ -70,7 +70,7 @@ class AmortizedFlow(nn.Module):
         })
 
     @classmethod
-    def for_model(cls, model, x: torch.Tensor, **kwargs) -> "AmortizedFlow":
+    def for_model(cls, model, x: torch.Tensor, **kwargs) -> AmortizedFlow:
         """A flow encoder for every latent site of ``model`` (found by tracing ``model(x)``)."""
         return cls(x.reshape(x.shape[0], -1).shape[1], vector_site_sizes(model, x, "AmortizedFlow"), **kwargs)
 

@@ -36,7 +36,7 @@ class AmortizedNormal(nn.Module):
         self.encoder = mlp(x_dim, tuple(hidden), 2 * sum(self.sites.values()), activation)
 
     @classmethod
-    def for_model(cls, model, x: torch.Tensor, **kwargs) -> "AmortizedNormal":
+    def for_model(cls, model, x: torch.Tensor, **kwargs) -> AmortizedNormal:
         """An encoder for every latent site of ``model`` (found by tracing ``model(x)``)."""
         return cls(x.reshape(x.shape[0], -1).shape[1], vector_site_sizes(model, x, "AmortizedNormal"), **kwargs)
 

@@ -48,7 +48,7 @@ class PerDatapointFlow(nn.Module):
     """Guide ``guide(x, idx)``: per latent site, ``Normal(loc[idx], scale[idx])`` through ``num_flows`` planar
     (or radial) transforms with per-point parameters; site shape ``(N, size)`` in plate ``data``.
 
-    Same constructor arguments as :class:`~guides.PerDatapointNormal`, plus ``num_flows`` and ``flow``.
+    Same constructor arguments as :class:`~ppl_vae.guides.PerDatapointNormal`, plus ``num_flows`` and ``flow``.
     The flow starts near the identity, so initialized from an encoder's Gaussian it starts at that Gaussian.
     """
 

@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions import transform_to, constraints
+from torch.distributions import constraints, transform_to
 
 from ppl_vae.conventions import DATA_PLATE
 
@@ -21,7 +21,7 @@ __all__ = ["PerDatapointMVN"]
 class PerDatapointMVN(nn.Module):
     """Guide ``guide(x, idx)``: ``MultivariateNormal(loc[idx], scale_tril[idx])`` per latent site, in plate ``data``.
 
-    Same constructor arguments as :class:`~guides.PerDatapointNormal` (``init_scale`` gives the initial diagonal).
+    Same constructor arguments as :class:`~ppl_vae.guides.PerDatapointNormal` (``init_scale`` gives the initial diagonal).
     """
 
     def __init__(self, sites: dict[str, int], num_points: int, init_loc=None, init_scale=None):

@@ -6,7 +6,7 @@ The model's latent has an improper flat "prior" (:math:`\\log p(z) = 0`) and the
 point mass (``Delta``, :math:`\\log q(z|x) = 0` at its sample), so every Pyro ELBO reduces to the reconstruction
 term: training with ``Trace_ELBO`` minimizes the summed binary cross-entropy
 :math:`-\\sum_n \\log p_\\theta(x_n | g_\\phi(x_n))` — no KL term, no noise. Compare with
-:class:`~models.vae.BernoulliVAE` and :class:`~guides.AmortizedNormal`, which add both.
+:class:`~ppl_vae.models.vae.BernoulliVAE` and :class:`~ppl_vae.guides.AmortizedNormal`, which add both.
 
 The latent code is not a density model: the pair has no prior to sample from and its "ELBO" is not a bound on
 :math:`\\log p(x)` (the estimators in :mod:`ppl_vae.estimators` do not apply).
@@ -89,7 +89,7 @@ class DeltaEncoder(nn.Module):
         return self.encoder(x.reshape(x.shape[0], -1))
 
     def distributions(self, x: torch.Tensor) -> dict[str, dist.Distribution]:
-        """``{site: Delta(code (N, z_dim)).to_event(1)}``, the interface of :class:`~guides.AmortizedNormal`."""
+        """``{site: Delta(code (N, z_dim)).to_event(1)}``, the interface of :class:`~ppl_vae.guides.AmortizedNormal`."""
         return {self.site: dist.Delta(self.encode(x)).to_event(1)}
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

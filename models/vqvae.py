@@ -21,7 +21,7 @@ uniform over codes, so the KL term is the constant ``L log K`` and is dropped. :
 ``x ~ Bernoulli(logits=decoder(z_q)).to_event(1)`` in plate ``data`` and adds the two VQ terms as a
 ``pyro.factor`` site ``vq_penalty`` (a training penalty, *not* a log density). With the empty guide
 :func:`~models.gmm.empty_guide`, Pyro's ``Trace_ELBO`` loss equals :meth:`VQVAE.loss`'s total, so the library's
-:class:`~ppl_vae.train.Trainer` trains it too; :func:`train_vqvae` is a plain Adam loop that also records the
+:class:`~ppl_vae.training.trainer.Trainer` trains it too; :func:`ppl_vae.training.train_vqvae` is a plain Adam loop that also records the
 reconstruction term and the codebook perplexity. Estimators of ``log p(x)`` do not apply (there is no latent
 site, and the factor is not normalized); report :meth:`VQVAE.loss`'s ``recon_nll``.
 
@@ -47,9 +47,8 @@ from torch import nn
 from ppl_vae.conventions import DATA_PLATE
 from ppl_vae.data.splits import check_images
 from ppl_vae.nn import mlp
-from ppl_vae.train import TrainingDiverged, adam, timer
 
-__all__ = ["VQVAE", "VQLoss", "CodebookUsage", "perplexity", "train_vqvae"]
+__all__ = ["VQVAE", "VQLoss", "CodebookUsage", "perplexity"]
 
 
 class VQLoss(NamedTuple):
@@ -96,7 +95,7 @@ class VQVAE(nn.Module):
     Example::
 
         vq = VQVAE(num_latents=8, code_dim=16, num_codes=64)
-        history = train_vqvae(vq, make_loader(splits.train, 100), epochs=10)
+        history = ppl_vae.training.train_vqvae(vq, make_loader(splits.train, 100), epochs=10)
         codes = vq.encode_indices(x)                 # (N, 8) long in [0, 64)
         images = vq.sample(16, prior=vq.fit_prior(splits.train.x))   # (16, 784)
     """
@@ -232,47 +231,3 @@ class VQVAE(nn.Module):
         return self.decode_indices(codes.long(), probs=probs)
 
 
-def train_vqvae(model: VQVAE, loader, epochs: int, lr: float = 1e-3, codebook_lr: float | None = None) -> dict[str, list]:
-    """Train ``model`` with Adam on :meth:`VQVAE.loss` over ``loader`` of ``(x, y, idx)`` batches.
-
-    :param float lr: learning rate of the encoder and decoder.
-    :param float codebook_lr: learning rate of the codebook, default ``10 * lr``. Adam moves every parameter by
-        about ``lr`` per step whatever the loss's scale, and an encoder output (a sum over a whole layer) moves much
-        faster than a code vector (one parameter per coordinate): at equal rates the codes lag, the VQ terms grow
-        to ~300 per point and a few codes take most of the use. On the embedded Fashion-MNIST subset
-        (8 latents x 16 dims, 64 codes, 10 epochs) ``10 * lr`` gave test codebook perplexity 56 instead of 10 and
-        a reconstruction NLL 15 nats lower.
-    :returns: per-epoch history ``{"epoch", "loss", "recon", "perplexity", "seconds"}``: the mean training loss and
-        reconstruction NLL (nats per point, averaged over the epoch's batches as the parameters changed) and the
-        perplexity of the codes chosen during the epoch (each batch's codes before its update).
-    :raises TrainingDiverged: if the loss becomes NaN or infinite (no update is applied).
-    """
-    if epochs < 0:
-        raise ValueError(f"Expected epochs >= 0, got {epochs}")
-    codebook_lr = 10 * lr if codebook_lr is None else codebook_lr
-    rest = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("codebook.")]
-    optimizer = adam(rest, lr)
-    optimizer.add_param_group({"params": [model.codebook.weight], "lr": codebook_lr})
-    history: dict[str, list] = {"epoch": [], "loss": [], "recon": [], "perplexity": [], "seconds": []}
-    for epoch in range(1, epochs + 1):
-        elapsed = timer()
-        total = recon = 0.0
-        count = 0
-        counts = torch.zeros(model.num_codes, dtype=torch.long)
-        for step, (x, _, _) in enumerate(loader):
-            terms, codes = model._loss_and_codes(x)
-            if not torch.isfinite(terms.total):
-                raise TrainingDiverged(f"The loss became {terms.total.item()} at epoch {epoch}, batch {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            optimizer.step()
-            counts += torch.bincount(codes.flatten().cpu(), minlength=model.num_codes)
-            total += terms.total.item() * x.shape[0]
-            recon += terms.recon_nll.item() * x.shape[0]
-            count += x.shape[0]
-        history["epoch"].append(epoch)
-        history["loss"].append(total / max(count, 1))
-        history["recon"].append(recon / max(count, 1))
-        history["perplexity"].append(perplexity(counts) if count else float("nan"))
-        history["seconds"].append(elapsed())
-    return history

@@ -19,8 +19,8 @@ __all__ = ["main"]
 
 
 def _train(args) -> int:
-    from ppl_vae.config import TrainConfig
     from ppl_vae.runs import train_run
+    from ppl_vae.runs.config import TrainConfig
 
     config = TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir, binarize=args.binarize,
@@ -39,9 +39,9 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     import torch
 
-    from ppl_vae.checkpoint import atomic_write_bytes
     from ppl_vae.estimators import ais, elbo, iwae_bound, prior_mc
     from ppl_vae.runs import load_run
+    from ppl_vae.runs.checkpoint import atomic_write_bytes
 
     run = load_run(args.run, args.device)
     if not run.amortized and args.split != "train":
@@ -84,7 +84,8 @@ def _evaluate(args) -> int:
 def _plot(args) -> int:
     import torch
 
-    from ppl_vae import plots
+    from ppl_vae.figures import samples as plots
+    from ppl_vae.figures.training import plot_collapse, plot_history
     from ppl_vae.runs import load_run
 
     run = load_run(args.run, args.device)
@@ -92,13 +93,11 @@ def _plot(args) -> int:
     out = Path(args.out) if args.out else run.path / "figures"
     torch.manual_seed(args.seed)
     paths = [plots.plot_prior_samples(run.model, out / "prior_samples.png"),
-             plots.plot_history(run.history, out / "elbo_curves.png")]
+             plot_history(run.history, out / "elbo_curves.png")]
     if hasattr(run.model, "decode") and run.config.model != "vqvae":  # models with a continuous latent site
         paths.append(plots.plot_reconstructions(run.model, run.guide, test.x, out / "reconstructions.png"))
         paths.append(plots.plot_latent_space(run.guide, test.x[: args.n], test.labels[: args.n], out / "latent_space.png"))
     if run.history.get("kl_per_dim"):
-        from ppl_vae.collapse import plot_collapse
-
         paths.append(plot_collapse(torch.tensor(run.history["kl_per_dim"]), out / "kl_per_dimension.png",
                                    title=f"KL per latent dimension over training (active units at the end: "
                                          f"{run.history['active_units'][-1]})"))
@@ -110,10 +109,10 @@ def _plot(args) -> int:
 def _gap(args) -> int:
     import torch
 
-    from ppl_vae.checkpoint import atomic_write_bytes
+    from ppl_vae.figures.gap import plot_gap_bars, plot_gap_over_training, plot_semi_amortized
     from ppl_vae.gap import inference_gap, markdown_table
-    from ppl_vae.gap_figures import plot_gap_bars, plot_gap_over_training, plot_semi_amortized
     from ppl_vae.runs import kept_checkpoints, load_run
+    from ppl_vae.runs.checkpoint import atomic_write_bytes
 
     run = load_run(args.run, args.device)
     if not run.amortized:
@@ -176,10 +175,10 @@ def _posterior(args) -> int:
     import torch
 
     from ppl_vae import posterior as post
-    from ppl_vae import posterior_figures as figs
-    from ppl_vae.checkpoint import atomic_write_bytes
-    from ppl_vae.local_fit import fit_local_guide
+    from ppl_vae.figures import posterior as figs
+    from ppl_vae.gap.local_fit import fit_local_guide
     from ppl_vae.runs import load_run
+    from ppl_vae.runs.checkpoint import atomic_write_bytes
 
     run = load_run(args.run, args.device)
     data = getattr(run.splits(), args.split)
@@ -242,9 +241,9 @@ def _posterior(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from guides import FLOWS
-    from ppl_vae.config import GUIDES, MODELS, OBJECTIVES
     from ppl_vae.data import BINARIZATIONS, DATASETS
+    from ppl_vae.guides import FLOWS
+    from ppl_vae.runs.config import GUIDES, MODELS, OBJECTIVES
 
     parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -352,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ppl_vae.checkpoint import CheckpointError
-    from ppl_vae.train import TrainingDiverged
+    from ppl_vae.runs.checkpoint import CheckpointError
+    from ppl_vae.training.trainer import TrainingDiverged
 
     try:
         return args.func(args)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites

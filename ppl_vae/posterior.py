@@ -29,7 +29,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ppl_vae.conventions import latent_sites, max_plate_nesting
 from ppl_vae.estimators.log_weights import joint_terms, per_point, vectorize_particles
 from ppl_vae.estimators.psis import KHAT_RELIABLE, pareto_khat
-from ppl_vae.local_fit import frozen
+from ppl_vae.gap.local_fit import frozen
 
 __all__ = ["guide_draws", "nuts_draws", "to_inference_data", "diagnostics", "Draws"]
 

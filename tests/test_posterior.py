@@ -3,20 +3,24 @@ import arviz as az
 import pytest
 import torch
 
-from guides import PerDatapointNormal
-from models import LinearGaussian
+from ppl_vae.figures.posterior import grid_log_posterior
+from ppl_vae.guides import PerDatapointNormal
+from ppl_vae.models import LinearGaussian
 from ppl_vae.posterior import diagnostics, guide_draws, nuts_draws, to_inference_data
-from ppl_vae.posterior_figures import grid_log_posterior
 
 
 @pytest.fixture(scope="module")
 def setup():
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    model = LinearGaussian(x_dim=5, z_dim=2, noise=0.5)
-    x = model.marginal().sample((3,)).detach()
-    idx = torch.tensor([10, 20, 30])
-    nuts, _ = nuts_draws(model, x, idx, num_chains=2, num_draws=400, warmup=200, seed=0)
+    try:
+        torch.manual_seed(0)
+        model = LinearGaussian(x_dim=5, z_dim=2, noise=0.5)
+        x = model.marginal().sample((3,)).detach()
+        idx = torch.tensor([10, 20, 30])
+        nuts, _ = nuts_draws(model, x, idx, num_chains=2, num_draws=400, warmup=200, seed=0)
+    finally:
+        torch.set_default_dtype(dtype)
     return model, x, idx, nuts
 
 

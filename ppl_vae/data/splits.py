@@ -75,7 +75,7 @@ class ImageSet:
             return torch.bernoulli(self.probs, generator=g)
         return self.probs
 
-    def to(self, device) -> "ImageSet":
+    def to(self, device) -> ImageSet:
         return ImageSet(self.probs.to(device), self.labels.to(device), self.dynamic)
 
 
@@ -88,7 +88,7 @@ class Splits:
     binarize: str
     source: str
 
-    def to(self, device) -> "Splits":
+    def to(self, device) -> Splits:
         return Splits(self.train.to(device), self.valid.to(device), self.test.to(device), self.name, self.binarize, self.source)
 
 

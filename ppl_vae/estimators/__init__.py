@@ -3,10 +3,10 @@ from .ais import ais, annealing_schedule
 from .bounds import elbo_and_iwae
 from .elbo import elbo
 from .estimate import Estimate
-from .iwae import IWAE_ELBO, iwae_bound
+from .iwae import iwae_bound
 from .log_weights import log_weights
 from .prior_mc import prior_mc
 from .psis import KHAT_RELIABLE, pareto_khat
 
-__all__ = ["Estimate", "IWAE_ELBO", "ais", "elbo_and_iwae", "annealing_schedule", "elbo", "iwae_bound", "log_weights", "prior_mc",
+__all__ = ["Estimate", "ais", "elbo_and_iwae", "annealing_schedule", "elbo", "iwae_bound", "log_weights", "prior_mc",
            "pareto_khat", "KHAT_RELIABLE"]

@@ -25,6 +25,7 @@ import math
 
 import torch
 from pyro.ops.integrator import potential_grad, velocity_verlet
+from tqdm.auto import tqdm
 
 from ppl_vae.conventions import max_plate_nesting
 
@@ -85,8 +86,6 @@ def ais(
     chunks = list(point_chunks(x, idx, points))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(chunks) * num_steps, desc="AIS", unit="step")
     out, rates = [], []
     for xc, ic in chunks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from ppl_vae.conventions import max_plate_nesting
 
@@ -31,8 +32,6 @@ def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
     chunks = list(point_chunks(x, idx, points))
     if progress:
-        from tqdm.auto import tqdm
-
         chunks = tqdm(chunks, desc=desc, unit="chunk")
     elbos, iwaes, khats = [], [], []
     for xc, ic in chunks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from ppl_vae.conventions import max_plate_nesting
 
@@ -21,7 +22,7 @@ from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
 from .estimate import Estimate
 from .log_weights import log_weights
 
-__all__ = ["iwae_bound", "IWAE_ELBO"]
+__all__ = ["iwae_bound"]
 
 
 @torch.no_grad()
@@ -44,8 +45,6 @@ def iwae_bound(
     out = []
     chunks = list(point_chunks(x, idx, points))
     if progress:
-        from tqdm.auto import tqdm
-
         chunks = tqdm(chunks, desc=f"IWAE-{num_samples}", unit="chunk")
     for xc, ic in chunks:
         lse = xc.new_full((xc.shape[0],), -math.inf)
@@ -55,28 +54,3 @@ def iwae_bound(
     return Estimate(f"iwae_{num_samples}", torch.cat(out), {"num_samples": num_samples})
 
 
-class IWAE_ELBO:
-    """The per-data-point importance-weighted bound as a training objective, with Pyro's ELBO interface
-    (``loss`` and ``differentiable_loss``), for reparameterized guides.
-
-    ``differentiable_loss`` returns :math:`-\\sum_n \\log\\frac1K\\sum_k w_{kn}` for the batch (a scalar),
-    whose gradient is the IWAE gradient of Burda et al. (2015).
-
-    :param int num_particles: ``K``.
-    """
-
-    def __init__(self, num_particles: int = 50):
-        if num_particles < 1:
-            raise ValueError(f"Expected num_particles >= 1, got {num_particles}")
-        self.num_particles = num_particles
-        self._nesting = None
-
-    def differentiable_loss(self, model, guide, x, idx=None):
-        if self._nesting is None:
-            self._nesting = max_plate_nesting(model, guide, x, idx)
-        lw = log_weights(model, guide, x, idx, self.num_particles, nesting=self._nesting)
-        return -(lw.logsumexp(0) - math.log(self.num_particles)).sum()
-
-    @torch.no_grad()
-    def loss(self, model, guide, x, idx=None) -> float:
-        return self.differentiable_loss(model, guide, x, idx).item()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
 
 from ppl_vae.conventions import DATA_PLATE, max_plate_nesting
 
@@ -100,7 +100,7 @@ def log_weights(
             kl = kl_divergence(guide_sites[name]["fn"], site["fn"])
             out = out - per_point(site, kl, total, num_samples, n)
     if not analytic_kl:
-        for name, site in guide_sites.items():
+        for site in guide_sites.values():
             out = out - per_point(site, _masked(site), total, num_samples, n)
     return out
 
@@ -117,7 +117,7 @@ def sample_prior(model, x, idx=None, num_samples: int = 1, nesting: int = 1):
     )
     latents = {name: trace.nodes[name]["value"] for name in _latent_names(trace)}
     log_lik = x.new_zeros(num_samples, n)
-    for name, site in _sample_sites(trace):
+    for _, site in _sample_sites(trace):
         if site["is_observed"]:
             lp = _masked(site)
             log_lik = log_lik + per_point(site, lp, nesting + 1, num_samples, n)
@@ -150,7 +150,7 @@ def guide_log_prob(guide, x, idx, latents: dict, nesting: int = 1) -> torch.Tens
     conditioned = poutine.condition(vectorize_particles(guide, num_samples, -(nesting + 1)), data=latents)
     trace = prune_subsample_sites(poutine.trace(conditioned).get_trace(x, idx))
     out = x.new_zeros(num_samples, n)
-    for name, site in _sample_sites(trace):
+    for _, site in _sample_sites(trace):
         out = out + per_point(site, _masked(site),
                               nesting + 1, num_samples, n)
     return out

@@ -1,11 +1,9 @@
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from ppl_vae.data import find_dataset, load_raw, write_idx
-from ppl_vae.data import sources
+from ppl_vae.data import find_dataset, load_raw, sources, write_idx
 
 FULL = Path("/usr/share/datasets/fashion-mnist")
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models import LinearGaussian
 from ppl_vae.estimators import ais, annealing_schedule, prior_mc
+from ppl_vae.models import LinearGaussian
 
 
 def test_ais_from_prior_reaches_log_marginal():

@@ -5,9 +5,9 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from guides import PerDatapointNormal
-from models import LinearGaussian
 from ppl_vae.estimators import elbo, log_weights
+from ppl_vae.guides import PerDatapointNormal
+from ppl_vae.models import LinearGaussian
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 import math
 
 import pyro
-import pytest
 import torch
 
-from guides import PerDatapointNormal
-from models import LinearGaussian
-from ppl_vae.estimators import IWAE_ELBO, elbo, iwae_bound, log_weights
+from ppl_vae.estimators import elbo, iwae_bound, log_weights
+from ppl_vae.guides import PerDatapointNormal
+from ppl_vae.models import LinearGaussian
+from ppl_vae.objectives import IWAE_ELBO
 
 
 def _setup(n=6):

@@ -1,10 +1,10 @@
 """Pareto k̂ per data point: small when the guide is the exact posterior, large for a badly placed guide."""
 import torch
 
-from guides import PerDatapointNormal
-from models import LinearGaussian
 from ppl_vae.estimators import elbo_and_iwae, log_weights, pareto_khat
 from ppl_vae.estimators.psis import TopLogWeights
+from ppl_vae.guides import PerDatapointNormal
+from ppl_vae.models import LinearGaussian
 
 
 def test_khat_exact_vs_bad_guide():

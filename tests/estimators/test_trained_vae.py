@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ppl_vae.config import TrainConfig
 from ppl_vae.estimators import ais, elbo, iwae_bound, prior_mc
 from ppl_vae.runs import train_run
+from ppl_vae.runs.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

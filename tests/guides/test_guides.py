@@ -4,10 +4,10 @@ import pyro
 import pytest
 import torch
 
-from guides import FLOWS, AmortizedFlow, AmortizedNormal, PerDatapointFlow, PerDatapointMVN, PerDatapointNormal
-from models import BernoulliVAE
 from ppl_vae.conventions import check_pair
 from ppl_vae.estimators import log_weights
+from ppl_vae.guides import FLOWS, AmortizedFlow, AmortizedNormal, PerDatapointFlow, PerDatapointMVN, PerDatapointNormal
+from ppl_vae.models import BernoulliVAE
 
 N, Z = 6, 3
 

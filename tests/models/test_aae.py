@@ -10,9 +10,16 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from models.aae import (AAEOptimizers, AdversarialAutoencoder, aae_step, latent_discriminator_step,
-                        reconstruction_step, regularization_step, train_aae)
 from ppl_vae.data.splits import load_splits, make_loader
+from ppl_vae.models.aae import AdversarialAutoencoder
+from ppl_vae.training.aae import (
+    AAEOptimizers,
+    aae_step,
+    latent_discriminator_step,
+    reconstruction_step,
+    regularization_step,
+    train_aae,
+)
 
 Z_DIM = 4
 

@@ -5,10 +5,10 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from models.autoencoder import Autoencoder, DeltaEncoder, reconstruct
 from ppl_vae.conventions import check_pair
 from ppl_vae.data.splits import load_splits, make_loader
-from ppl_vae.train import Trainer
+from ppl_vae.models.autoencoder import Autoencoder, DeltaEncoder, reconstruct
+from ppl_vae.training.trainer import Trainer
 
 
 def test_pair_follows_the_conventions():

@@ -5,8 +5,9 @@ import pyro
 import pytest
 import torch
 
-from models import GaussianMixture, fit_gmm
 from ppl_vae.estimators import elbo, iwae_bound
+from ppl_vae.models import GaussianMixture
+from ppl_vae.training.gmm import fit_gmm
 
 
 def test_log_marginal_matches_direct_logsumexp():

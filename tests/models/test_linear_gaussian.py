@@ -4,7 +4,7 @@ import math
 import pyro
 import torch
 
-from models import LinearGaussian
+from ppl_vae.models import LinearGaussian
 
 
 def test_log_marginal_matches_quadrature_in_1d():

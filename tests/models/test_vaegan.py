@@ -10,10 +10,17 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
-from guides import AmortizedNormal
-from models.vaegan import (VAEGAN, VAEGANOptimizers, decoder_step, discriminator_step, encoder_step, train_vaegan,
-                           vaegan_step)
 from ppl_vae.data.splits import load_splits, make_loader
+from ppl_vae.guides import AmortizedNormal
+from ppl_vae.models.vaegan import VAEGAN
+from ppl_vae.training.vaegan import (
+    VAEGANOptimizers,
+    decoder_step,
+    discriminator_step,
+    encoder_step,
+    train_vaegan,
+    vaegan_step,
+)
 
 Z_DIM = 4
 

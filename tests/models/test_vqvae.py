@@ -7,11 +7,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from models.gmm import empty_guide
-from models.vqvae import VQVAE, perplexity, train_vqvae
 from ppl_vae.conventions import latent_sites
 from ppl_vae.data.splits import load_splits, make_loader
-from ppl_vae.train import Trainer
+from ppl_vae.models.gmm import empty_guide
+from ppl_vae.models.vqvae import VQVAE, perplexity
+from ppl_vae.training.trainer import Trainer
+from ppl_vae.training.vqvae import train_vqvae
 
 SMALL = dict(num_latents=4, code_dim=3, num_codes=10, hidden=(32,))
 
