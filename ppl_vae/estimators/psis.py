@@ -13,9 +13,17 @@ import math
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
-__all__ = ["pareto_khat", "tail_size", "TopLogWeights", "KHAT_RELIABLE"]
+__all__ = ["pareto_khat", "tail_size", "TopLogWeights", "KHAT_RELIABLE", "khat_threshold"]
 
 KHAT_RELIABLE = 0.7
+
+
+def khat_threshold(num_samples: int) -> float:
+    """The sample-size-dependent k̂ threshold of Vehtari et al. (2024), ``min(1 - 1/log10(S), 0.7)``: above it,
+    ``S`` importance weights do not give a reliable estimate."""
+    if num_samples <= 10:
+        return 0.0
+    return min(1.0 - 1.0 / math.log10(num_samples), KHAT_RELIABLE)
 
 
 def tail_size(num_samples: int) -> int:
@@ -46,11 +54,12 @@ class TopLogWeights:
 
     def __init__(self, num_samples: int, num_points: int, device=None, dtype=None):
         self.keep = tail_size(num_samples) + 1
-        self.top = torch.full((0, num_points), -math.inf, device=device, dtype=dtype)
+        self.top = None if dtype is None else torch.full((0, num_points), -math.inf, device=device, dtype=dtype)
 
     def update(self, log_weights: torch.Tensor) -> None:
         """Add a chunk of log-weights ``(s, N)``."""
-        both = torch.cat([self.top, log_weights.detach()], 0)
+        lw = log_weights.detach()
+        both = lw if self.top is None else torch.cat([self.top, lw], 0)
         self.top = both.topk(min(self.keep, both.shape[0]), dim=0).values
 
     def khat(self) -> torch.Tensor:
