@@ -62,7 +62,7 @@ def decoder_flops_per_row(model) -> int:
 
 def time_fit(model, guide, x, args, vectorized: bool) -> float:
     t = time.perf_counter()
-    fit = fit_local_guide(model, x, "ffg", init_guide=guide, max_steps=args.steps, window=10**9,
+    fit = fit_local_guide(model, x, family="ffg", init_guide=guide, max_steps=args.steps, window=10**9,
                           num_samples=args.num_samples, seed=0, vectorized=vectorized)
     seconds = time.perf_counter() - t
     # every point must have run exactly --steps steps, or the two methods would not do the same work

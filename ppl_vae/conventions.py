@@ -128,7 +128,8 @@ def _run(fn, who: str, x, idx, nesting: int):
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         raise ValueError(
             f"The {who} failed when run as the estimators run it, on {x.shape[0]} data points inside a plate of "
-            f"{CHECK_PARTICLES} particles at dim {-(nesting + 1)} ({type(e).__name__}: {e}). Convention: a {who} "
+            f"{CHECK_PARTICLES} particles at dim {-(nesting + 1)} ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Convention: a {who} "
             "must broadcast over extra leading batch dimensions — declare non-batch dimensions with .to_event(), "
             "reshape with x.shape[:-k] or '...' instead of fixed sizes, and keep every per-point site inside "
             f"pyro.plate({DATA_PLATE!r})"

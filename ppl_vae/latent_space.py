@@ -308,7 +308,8 @@ class LatentSpace:
     def log_joint(self, x: torch.Tensor, idx: torch.Tensor | None, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's density in u-space, per particle and point, split into prior and likelihood:
         ``log p(T(u)) + log|det J_T(u)|`` and ``log p(x | T(u))``, each ``(S, N)``; enumerated discrete sites are
-        summed out of both. Differentiable in ``u``.
+        summed out of both; masked-out latent entries count with their own prior density (they affect nothing
+        observed, so ``p(x)`` is unchanged and the density in u-space stays proper). Differentiable in ``u``.
         """
         idx = default_idx(x, idx)
         self._need_model("log_joint")
@@ -317,8 +318,8 @@ class LatentSpace:
         trace = trace_particles(self.model, x, idx, s, self.nesting, condition=latents, enumerate=bool(self.enumerated))
         names = [nm for nm, _ in sample_sites(trace)]
         latent = [*self.names, *self.enumerated]
-        log_prior = point_log_density(trace, latent, self.nesting, s, n)
-        log_all = point_log_density(trace, names, self.nesting, s, n)
+        log_prior = point_log_density(trace, latent, self.nesting, s, n, complete=self.names)
+        log_all = point_log_density(trace, names, self.nesting, s, n, complete=self.names)
         return log_prior + log_det, log_all - log_prior
 
     def sample_prior(self, x: torch.Tensor, idx: torch.Tensor | None, num_samples: int) -> torch.Tensor:
@@ -337,7 +338,7 @@ class LatentSpace:
         nesting = self.nesting if nesting is None else nesting
         trace = trace_particles(guide, x, idx, num_samples, nesting)
         names = [n for n, _ in sample_sites(trace)]
-        log_q = point_log_density(trace, names, nesting, num_samples, x.shape[0])
+        log_q = point_log_density(trace, names, nesting, num_samples, x.shape[0], complete=self.names)
         u, log_det = self.unconstrain({b.name: trace.nodes[b.name]["value"] for b in self.blocks})
         return u, log_q + log_det
 
@@ -370,7 +371,7 @@ class LatentSpace:
             raise ValueError(f"Expected a guide that can score given latents, but {type(guide).__name__} samples the "
                              f"auxiliary sites {aux}; give it a latent_log_prob(x, idx, u) method")
         names = [nm for nm, _ in sample_sites(trace)]
-        return point_log_density(trace, names, nesting, s, n) + log_det
+        return point_log_density(trace, names, nesting, s, n, complete=self.names) + log_det
 
     def _need_model(self, what: str) -> None:
         if self.model is None:

@@ -30,7 +30,7 @@ from pyro.infer import MCMC, NUTS
 
 from ppl_vae.conventions import DATA_PLATE, default_idx
 from ppl_vae.estimators.log_weights import prepare_pair, traced_pair
-from ppl_vae.estimators.psis import khat_threshold, pareto_khat
+from ppl_vae.estimators.psis import pareto_khat
 from ppl_vae.estimators.selection import select_by_pilot
 from ppl_vae.gap.local_fit import frozen
 from ppl_vae.latent_space import LatentSpace
@@ -80,7 +80,8 @@ def guide_draws(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, 
 
 
 def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chains: int = 4, num_draws: int = 500,
-               warmup: int = 500, seed: int = 0, progress: bool = False) -> tuple[Draws, list[MCMC]]:
+               warmup: int = 500, seed: int = 0, progress: bool = False, max_tree_depth: int = 10,
+               ) -> tuple[Draws, list[MCMC]]:
     """Pyro's NUTS on ``p(z | x)`` for the points ``x`` (all in one run: the points' posteriors are independent),
     the model's parameters frozen, in the model's unconstrained latent space (discrete sites marked for enumeration
     summed out); the ``num_chains`` chains run one after the other in this process (seeds ``seed, seed + 1, ...``),
@@ -88,6 +89,7 @@ def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chai
 
     :param x: ``(N, ...)`` data.
     :param idx: ``(N,)`` the points' own indices (handed to the model) or ``None``.
+    :param int max_tree_depth: NUTS's maximum tree depth (at most ``2**depth`` leapfrog steps per draw).
     :returns: the :class:`Draws` (``log_q`` is ``None``) and the ``MCMC`` objects, one per chain.
     :raises ValueError: for discrete latent sites that are not enumerated (naming the site).
     """
@@ -109,7 +111,7 @@ def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chai
         for c in range(num_chains):
             pyro.set_rng_seed(seed + c)
             init = (4 * torch.rand(n, space.dim, device=x.device) - 2).to(dtype)
-            mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=0.8), num_samples=num_draws,
+            mcmc = MCMC(NUTS(potential_fn=potential, target_accept_prob=0.8, max_tree_depth=max_tree_depth), num_samples=num_draws,
                         warmup_steps=warmup, initial_params={"u": init}, disable_progbar=not progress)
             mcmc.run()
             chains.append(mcmc.get_samples()["u"].detach())
@@ -141,6 +143,10 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
     :param idx: ``(N,)`` their indices (the ``datapoint`` coordinate) or ``None``.
     """
     idx = default_idx(x, idx)
+    shapes = {name: tuple(d["log_joint"].shape) for name, d in draws.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"Expected every sampler to have the same (chains, draws, points), got {shapes}: one "
+                         "InferenceData shares its chain and draw dimensions")
     posterior, stats, dims = {}, {}, {}
     coords = {"datapoint": idx.cpu().numpy()}
     for sampler, d in draws.items():
@@ -167,9 +173,9 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
 
 def diagnostics(idata: az.InferenceData) -> list[dict]:
     """One row per (data point, sampler): ELBO = mean of log p(x,z) - log q(z), Pareto k̂ of those weights, the IWAE
-    estimate from them; log p̂(x), the IWAE of the sampler chosen on the first half of every sampler's draws and
-    evaluated on the second half (:func:`~ppl_vae.estimators.select_by_pilot`: a stochastic lower bound, never a
-    maximum over noisy values); the gap log p̂(x) - ELBO = KL(q || p(z|x)) estimate; and for NUTS the worst R-hat and
+    estimate from them; log p̂(x), the IWAE of the sampler chosen on the first half of every sampler's draws (highest
+    mean over the points) and evaluated on the second half (:func:`~ppl_vae.estimators.select_by_pilot`: a stochastic
+    lower bound, never a maximum over noisy values); the gap log p̂(x) - ELBO = KL(q || p(z|x)) estimate; and for NUTS the worst R-hat and
     bulk ESS over the point's latent dimensions (``az.rhat``, ``az.ess``).
     """
     samplers = idata.attrs["samplers"].split(",")
@@ -184,28 +190,28 @@ def diagnostics(idata: az.InferenceData) -> list[dict]:
         per[sampler] = {"elbo": lw.mean(0), "khat": pareto_khat(lw), "iwae": lw.logsumexp(0) - math.log(lw.shape[0])}
         if lw.shape[0] >= 2:
             h = lw.shape[0] // 2
-            halves[sampler] = (lw[:h].logsumexp(0) - math.log(h), lw[h:].logsumexp(0) - math.log(lw.shape[0] - h),
-                               pareto_khat(lw[:h]), h)
+            halves[sampler] = (lw[:h].logsumexp(0) - math.log(h), lw[h:].logsumexp(0) - math.log(lw.shape[0] - h))
     log_p_hat = chosen = None
     if halves:
-        log_p_hat, chosen = select_by_pilot({k: v[1] for k, v in halves.items()}, {k: v[0] for k, v in halves.items()},
-                                            {k: v[2] for k, v in halves.items()},
-                                            khat_threshold(min(v[3] for v in halves.values())))
+        log_p_hat, chosen = select_by_pilot({k: v[1] for k, v in halves.items()}, {k: v[0] for k, v in halves.items()})
     nuts_vars = [v for v in idata.posterior.data_vars if v.endswith("_nuts")]
     rows = []
     for i, point in enumerate(points):
         nuts = None
         if nuts_vars:
             sub = idata.posterior[nuts_vars].sel(datapoint=point)
-            nuts = {"r_hat_max": float(max(np.nanmax(v.values) for v in az.rhat(sub).data_vars.values())),
-                    "ess_bulk_min": float(min(np.nanmin(v.values) for v in az.ess(sub).data_vars.values()))}
+            with np.errstate(divide="ignore", invalid="ignore"):  # a chain that never moved: R-hat is infinite
+                r_hat, ess = az.rhat(sub), az.ess(sub)
+            nuts = {"r_hat_max": float(max(np.nanmax(np.where(np.isnan(v.values), np.inf, v.values))
+                                           for v in r_hat.data_vars.values())),
+                    "ess_bulk_min": float(min(np.nanmin(v.values) for v in ess.data_vars.values()))}
         for sampler in samplers:
             row = {"datapoint": int(point), "sampler": sampler}
             if sampler in per:
                 p = per[sampler]
                 row.update(elbo=p["elbo"][i].item(), khat=p["khat"][i].item(), iwae=p["iwae"][i].item())
                 if log_p_hat is not None:
-                    row.update(log_p_hat=log_p_hat[i].item(), log_p_hat_from=chosen[i],
+                    row.update(log_p_hat=log_p_hat[i].item(), log_p_hat_from=chosen,
                                gap=log_p_hat[i].item() - p["elbo"][i].item())
             if sampler == "nuts" and nuts is not None:
                 row.update(nuts)

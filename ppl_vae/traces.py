@@ -17,13 +17,14 @@ from collections import OrderedDict
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import pack, unpack
 from pyro.poutine.util import prune_subsample_sites
 
 __all__ = ["DATA_PLATE", "PARTICLE_PLATE", "vectorize_particles", "trace_particles", "sample_sites", "latent_names",
-           "is_auxiliary", "site_log_prob", "per_point", "point_log_density"]
+           "is_auxiliary", "is_masked", "site_log_prob", "per_point", "point_log_density"]
 
 DATA_PLATE = "data"
 """The name of the plate over data points (the convention every pair follows)."""
@@ -52,12 +53,12 @@ def trace_particles(fn, x: torch.Tensor, idx, num_samples: int, nesting: int, *,
     :returns: the trace, subsample sites pruned.
     """
     run = vectorize_particles(fn, num_samples, -(nesting + 1))
+    if enumerate:  # innermost, as in TraceEnum_ELBO: sites replayed or conditioned still get their enumeration dims
+        run = poutine.enum(run, first_available_dim=-(nesting + 2))
     if condition is not None:
         run = poutine.condition(run, data=condition)
     if replay is not None:
         run = poutine.replay(run, trace=replay)
-    if enumerate:
-        run = poutine.enum(run, first_available_dim=-(nesting + 2))
     return prune_subsample_sites(poutine.trace(run).get_trace(x, idx))
 
 
@@ -75,9 +76,38 @@ def latent_names(trace) -> list[str]:
     return [n for n, s in sample_sites(trace) if not s["is_observed"] and not is_auxiliary(s)]
 
 
-def site_log_prob(site) -> torch.Tensor:
-    """The site's log density with its mask applied but *not* its scale."""
+def site_log_prob(site, complete: bool = False) -> torch.Tensor:
+    """The site's log density with its mask applied but *not* its scale.
+
+    :param bool complete: ignore the masks instead (``Distribution.mask`` and ``poutine.mask``): the masked entries
+        count with their own density. A latent entry that is masked out affects nothing observed, so completing it
+        with its own density leaves ``p(x)`` unchanged and gives per-point tools a proper density to work with.
+    """
+    if complete:
+        return _unmasked(site["fn"]).log_prob(site["value"])
     return scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+
+
+def _unmasked(fn):
+    if isinstance(fn, MaskedDistribution):
+        return _unmasked(fn.base_dist)
+    if isinstance(fn, torch.distributions.Independent):
+        return torch.distributions.Independent(_unmasked(fn.base_dist), fn.reinterpreted_batch_ndims,
+                                               validate_args=False)
+    return fn
+
+
+def is_masked(site) -> bool:
+    """Whether a sample site is masked (``poutine.mask`` or ``Distribution.mask`` anywhere in its distribution)."""
+    if site.get("mask") is not None:
+        return True
+    fn = site["fn"]
+    while fn is not None:
+        if isinstance(fn, MaskedDistribution):
+            return True
+        fn = getattr(fn, "base_dist", None) if isinstance(fn, (torch.distributions.Independent, MaskedDistribution)) \
+            else None
+    return False
 
 
 def _data_dim(site) -> int:
@@ -116,32 +146,57 @@ def _has_enumeration(trace) -> bool:
     return any(s["infer"].get("_enumerate_dim") is not None for _, s in sample_sites(trace))
 
 
-def point_log_density(trace, names, nesting: int, num_samples: int, num_points: int) -> torch.Tensor:
+def point_log_density(trace, names, nesting: int, num_samples: int, num_points: int, complete=()) -> torch.Tensor:
     """The log density of the sample sites ``names`` of ``trace``, per particle and data point: ``(S, N)``.
 
     Enumerated sites of the trace (``poutine.enum``) among ``names`` are summed out per data point; the result is
-    then the marginal density of the other sites.
+    then the marginal density of the other sites. Sites in ``complete`` count their masked entries too
+    (:func:`site_log_prob`).
     """
-    names = set(names)
+    names, complete = set(names), set(complete)
     sites = [(n, s) for n, s in sample_sites(trace) if n in names]
     total = nesting + 1
     if not _has_enumeration(trace):
         out = 0.0
         for _, site in sites:
-            out = out + per_point(site, site_log_prob(site), total, num_samples, num_points)
+            out = out + per_point(site, site_log_prob(site, site['name'] in complete), total, num_samples, num_points)
         if isinstance(out, float):
             return torch.zeros(num_samples, num_points)
         return out
+    if all({f.name for f in s["cond_indep_stack"] if f.vectorized} <= {PARTICLE_PLATE, DATA_PLATE} for _, s in sites):
+        return _enumerated_per_point(sites, complete, total, num_samples, num_points)
     trace.symbolize_dims()
     tree = OrderedDict()
     for _, site in sites:
         _data_dim(site)
         ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
-        tree.setdefault(ordinal, []).append(pack(site_log_prob(site), site["infer"]["_dim_to_symbol"]))
+        lp = site_log_prob(site, site["name"] in complete)
+        tree.setdefault(ordinal, []).append(pack(lp, site["infer"]["_dim_to_symbol"]))
     enum_symbols = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
-    target = frozenset(trace.plate_to_symbol[p] for p in (PARTICLE_PLATE, DATA_PLATE) if p in trace.plate_to_symbol)
+    present = {d for terms in tree.values() for t in terms for d in getattr(t, "_pyro_dims", "")}
+    target = frozenset(trace.plate_to_symbol[p] for p in (PARTICLE_PLATE, DATA_PLATE)
+                       if trace.plate_to_symbol.get(p) in present)  # a size-1 dim is packed away
     result = unpack(contract_to_tensor(tree, enum_symbols, target_ordinal=target), trace.symbol_to_dim)
     data_dim = next(f.dim for _, s in sites for f in s["cond_indep_stack"] if f.name == DATA_PLATE)
     lp = result.reshape((1,) * (total - result.dim()) + tuple(result.shape))
     lp = lp.reshape(lp.shape[0], lp.shape[total + data_dim])
     return lp.expand(num_samples, num_points)
+
+
+def _enumerated_per_point(sites, complete, total: int, num_samples: int, num_points: int) -> torch.Tensor:
+    """The contraction when every site lies in the particle and data plates only (no nested plate to multiply out
+    first): add all log densities, broadcast over the enumeration dims left of the particles, and log-sum-exp those
+    dims away — per particle and point, the sum over every joint configuration of the enumerated sites."""
+    terms = [site_log_prob(site, site["name"] in complete) for _, site in sites]
+    rank = max(t.dim() for t in terms)
+    total_lp = 0.0
+    for t in terms:
+        total_lp = total_lp + t.reshape((1,) * (rank - t.dim()) + tuple(t.shape))
+    if rank > total:
+        total_lp = total_lp.logsumexp(tuple(range(rank - total)))
+    data_dim = next(f.dim for _, s in sites for f in s["cond_indep_stack"] if f.name == DATA_PLATE)
+    lp = total_lp.reshape((1,) * (total - total_lp.dim()) + tuple(total_lp.shape))
+    other = [d for d in range(total) if d not in (0, total + data_dim)]
+    if other:  # (an empty list would sum over every dim)
+        lp = lp.sum(other, keepdim=True)
+    return lp.reshape(lp.shape[0], lp.shape[total + data_dim]).expand(num_samples, num_points)

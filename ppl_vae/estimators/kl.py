@@ -68,7 +68,14 @@ def latent_kl_terms(model_trace, guide_trace):
         if name not in model_trace.nodes:
             model_latents = [n for n, s in model_trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
             raise ValueError(f"Expected guide site {name!r} among the model's latent sites {model_latents}, but it is not")
-        kl = site_kl_per_dimension(name, site["fn"], model_trace.nodes[name]["fn"])
+        model_site = model_trace.nodes[name]
+        enumerated = [n for n, s in model_trace.nodes.items() if s["type"] == "sample"
+                      and s["infer"].get("_enumerate_dim") is not None]
+        if enumerated and model_site["infer"].get("_dim_to_id"):
+            raise ValueError(f"Expected a prior at latent site {name!r} that does not depend on discrete sites, but it "
+                             f"depends on the enumerated sites {enumerated}: its marginal prior is a mixture, with no "
+                             "closed-form KL per dimension")
+        kl = site_kl_per_dimension(name, site["fn"], model_site["fn"])
         terms.append((name, kl, _weights(site, kl.shape[:-1], kl)))
     if not terms:
         raise ValueError("Expected the guide to sample at least one latent site, but it samples none")

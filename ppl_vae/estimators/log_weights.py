@@ -3,7 +3,10 @@
 Pyro's :func:`pyro.infer.importance.vectorized_importance_weights` sums the log weights over the whole batch (one
 weight per particle); the per-data-point estimators (ELBO, IWAE) need them per data point, so this module keeps the
 ``data`` plate's dimension: it runs the guide and then the model (replaying the guide's samples) under an outer
-particle plate (:mod:`ppl_vae.traces`), and reduces every site's log density to ``(S, N)``. Discrete sites of the
+particle plate (:mod:`ppl_vae.traces`), and reduces every site's log density to ``(S, N)``. A latent site masked in
+the model (``Distribution.mask``, as in Pyro's deep Markov model) but not in the guide counts its masked entries with
+the model's own density: masked-out latents affect nothing observed, so ``p(x)`` is unchanged and the weight stays an
+importance weight of it. Discrete sites of the
 model that the guide does not sample and that the model marks for enumeration are summed out exactly (as
 :class:`pyro.infer.TraceEnum_ELBO` does), which gives a tighter, lower-variance weight than sampling them.
 """
@@ -14,7 +17,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
 from ppl_vae.conventions import check_pair, default_idx, max_plate_nesting
-from ppl_vae.traces import is_auxiliary, per_point, point_log_density, sample_sites, trace_particles, vectorize_particles
+from ppl_vae.traces import is_auxiliary, is_masked, per_point, point_log_density, sample_sites, trace_particles, vectorize_particles
 
 __all__ = ["log_weights", "prepare_pair", "traced_pair", "per_point", "vectorize_particles"]
 
@@ -79,7 +82,11 @@ def log_weights(
             kl_terms.append(per_point(msite, scale_and_mask(kl, 1.0, msite["mask"]), total, num_samples, n))
             model_names.remove(name)
             guide_names.remove(name)
-    out = point_log_density(model_trace, model_names, nesting, num_samples, n)
+    # a latent masked in the model but not in the guide: the guide has a density for those entries, so the model's is
+    # completed with its own (p(x) is unchanged: masked-out latents affect nothing observed)
+    complete = [nm for nm, gsite in sample_sites(guide_trace) if nm in model_trace.nodes and not is_auxiliary(gsite)
+                and is_masked(model_trace.nodes[nm]) and not is_masked(gsite)]
+    out = point_log_density(model_trace, model_names, nesting, num_samples, n, complete)
     out = out - point_log_density(guide_trace, guide_names, nesting, num_samples, n)
     for kl in kl_terms:
         out = out - kl

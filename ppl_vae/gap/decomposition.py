@@ -31,10 +31,11 @@ from torch.distributions import biject_to
 
 from ppl_vae.conventions import default_idx, max_plate_nesting, support_name
 from ppl_vae.estimators import ais as ais_estimator
-from ppl_vae.estimators import elbo_and_iwae, select_by_pilot
-from ppl_vae.estimators.psis import khat_threshold
+from ppl_vae.estimators import elbo_and_iwae, iwae_bound, select_by_pilot
+from ppl_vae.estimators.mixture import mixture_iwae, scores_foreign_points
 from ppl_vae.gap.local_fit import fit_local_guide
 from ppl_vae.guides import LOCAL_GUIDES, AmortizedFlow, AmortizedNormal, LatentSpaceGuide
+from ppl_vae.latent_space import LatentSpace
 from ppl_vae.traces import is_auxiliary, sample_sites, trace_particles
 
 __all__ = ["InferenceGap", "inference_gap", "encoder_family", "FAMILY_NAMES", "markdown_table"]
@@ -55,9 +56,11 @@ def encoder_family(guide, model=None, x: torch.Tensor | None = None, idx: torch.
     """The per-datapoint family that contains an amortized guide's family, or ``None`` if none is known to.
 
     :class:`~ppl_vae.guides.AmortizedNormal` → ``"ffg"``; :class:`~ppl_vae.guides.AmortizedFlow` → ``"flow"``; any
-    other guide is traced on ``(x, idx)`` (needs ``model`` and ``x``): diagonal Gaussians at every site (``Normal``
-    for real sites, ``Normal`` pushed through ``biject_to(support)`` for constrained ones) → ``"ffg"``; multivariate
-    normals → ``"mvn"`` (the full-covariance family contains them); anything else → ``None``.
+    other guide is traced on ``(x, idx)`` with two particles (needs ``model`` and ``x``): diagonal Gaussians at every
+    site (``Normal`` for real sites, ``Normal`` pushed through ``biject_to(support)`` for constrained ones) whose
+    parameters depend on ``x`` only → ``"ffg"``; such multivariate normals → ``"mvn"`` (the full-covariance family
+    contains them); anything else — other families, or parameters that depend on other sites' samples (a structured
+    guide) → ``None``.
     """
     if isinstance(guide, AmortizedNormal):
         return "ffg"
@@ -73,7 +76,7 @@ def encoder_family(guide, model=None, x: torch.Tensor | None = None, idx: torch.
     idx = default_idx(x, idx)
     nesting = max_plate_nesting(model, guide, x[:2], idx[:2])
     with torch.no_grad():
-        trace = trace_particles(guide, x[:2], idx[:2], 1, nesting)
+        trace = trace_particles(guide, x[:2], idx[:2], 2, nesting)  # 2 particles: parameters must not differ
         model_trace = trace_particles(model, x[:2], idx[:2], 1, nesting)
     kinds = set()
     for name, site in sample_sites(trace):
@@ -81,8 +84,10 @@ def encoder_family(guide, model=None, x: torch.Tensor | None = None, idx: torch.
             continue
         fn = _innermost(site["fn"])
         support = model_trace.nodes[name]["fn"].support
-        if isinstance(fn, torch.distributions.TransformedDistribution):
-            base = _innermost(fn.base_dist)
+        base = _innermost(fn.base_dist) if isinstance(fn, torch.distributions.TransformedDistribution) else fn
+        if _depends_on_samples(base):  # a structured guide: this site's parameters depend on earlier samples
+            kinds.add(None)
+        elif isinstance(fn, torch.distributions.TransformedDistribution):
             ok = isinstance(base, torch.distributions.Normal) and len(fn.transforms) == 1 and \
                 repr(fn.transforms[0]) == repr(biject_to(support))
             kinds.add("ffg" if ok else None)
@@ -95,6 +100,16 @@ def encoder_family(guide, model=None, x: torch.Tensor | None = None, idx: torch.
     if None in kinds or not kinds:
         return None
     return "mvn" if "mvn" in kinds else "ffg"
+
+
+def _depends_on_samples(fn) -> bool:
+    """Whether a distribution's parameters differ across the leading particle dimension (they then depend on other
+    sampled sites: the guide is not mean-field)."""
+    for name in ("loc", "scale", "scale_tril"):
+        v = getattr(fn, name, None)
+        if isinstance(v, torch.Tensor) and v.dim() > fn.event_dim and v.shape[0] > 1 and not torch.equal(v[:1].expand_as(v), v):
+            return True
+    return False
 
 
 _recognise_family = encoder_family  # inference_gap's argument of the same name shadows it
@@ -117,7 +132,7 @@ class InferenceGap:
     :ivar converged: ``{family: (N,)}`` whether q* met its stopping rule before the step cap.
     :ivar curve: ``{k: (N,)}`` ELBO after ``k`` refinement steps from the encoder (encoder family).
     :ivar estimates: every estimator's per-point values and diagnostics (IWAE with each proposal, AIS, Pareto k̂).
-    :ivar log_p_hat_from: ``(N,)`` for each point, the estimator its log p̂ comes from.
+    :ivar log_p_hat_from: the estimator log p̂ comes from (chosen for the study on an independent pilot run).
     :ivar info: settings.
     """
 
@@ -130,7 +145,7 @@ class InferenceGap:
     estimates: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     converged: dict[str, torch.Tensor] = field(default_factory=dict)
-    log_p_hat_from: list[str] = field(default_factory=list)
+    log_p_hat_from: str = ""
 
     def _family(self, family: str | None) -> str:
         family = family or self.encoder_family
@@ -177,16 +192,14 @@ class InferenceGap:
         def t(v):
             return v.detach().cpu().tolist()
 
-        counts = {name: self.log_p_hat_from.count(name) for name in dict.fromkeys(self.log_p_hat_from)}
         out = {"encoder_family": self.encoder_family, "num_points": self.log_p_hat.numel(), "info": self.info,
                "summary": {name: {"mean": m, "stderr": s} for name, m, s in self.rows()},
                "mean_steps": {k: v.float().mean().item() for k, v in self.steps.items()},
                "hit_step_cap": {k: 1.0 - v.float().mean().item() for k, v in self.converged.items()},
-               "log_p_hat_from": counts,
+               "log_p_hat_from": self.log_p_hat_from,
                "semi_amortized_curve": {str(k): _mean_se(v)[0] for k, v in self.curve.items()}}
         if per_point:
-            out["per_point"] = {"log_p_hat": t(self.log_p_hat), "log_p_hat_from": list(self.log_p_hat_from),
-                                "elbo_amortized": t(self.elbo_amortized),
+            out["per_point"] = {"log_p_hat": t(self.log_p_hat), "elbo_amortized": t(self.elbo_amortized),
                                 **{f"elbo_local_{k}": t(v) for k, v in self.elbo_local.items()},
                                 **{k: t(v) for k, v in self.estimates.items()}}
         return out
@@ -272,21 +285,31 @@ def inference_gap(
         if family == enc:
             curve = fit.curve
     ais_kwargs = dict(ais_kwargs or {})
+    estimates.update(full)
+    # log p̂(x): candidates are the mixture of every proposal that can score foreign points (multiple importance
+    # sampling), the IWAE of any other proposal, and AIS; per point, the one that wins an independent pilot
+    space = LatentSpace(model, x, idx)
+    mixable = [name for name, g in proposals.items() if scores_foreign_points(space, g, x, idx)]
+    candidates = {name: g for name, g in proposals.items() if name not in mixable or len(mixable) == 1}
+    if len(mixable) > 1:
+        mixture, khats["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, eval_samples)
+        full = {"iwae_mixture": mixture.per_point, **{k: full[k] for k in candidates}}
+        estimates["iwae_mixture"] = mixture.per_point
+    else:
+        full = {k: full[k] for k in candidates}
     if use_ais:
-        full["ais"] = ais_estimator(model, x, idx, progress=progress, **ais_kwargs).per_point
-    # log p̂(x): per point, the candidate that wins an independent pilot, evaluated with the full budget above
+        full["ais"] = estimates["ais"] = ais_estimator(model, x, idx, progress=progress, **ais_kwargs).per_point
     pilot_samples = max(1, round(pilot_fraction * eval_samples))
-    pilot, pilot_khat = {}, {}
-    for name, g in proposals.items():
-        _, iw, pilot_khat[name] = elbo_and_iwae(model, g, x, idx, pilot_samples)
-        pilot[name] = iw.per_point
+    pilot = {name: iwae_bound(model, g, x, idx, pilot_samples).per_point for name, g in candidates.items()}
+    if "iwae_mixture" in full:
+        pilot["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, pilot_samples)[0].per_point
     if use_ais:
         chains = max(1, round(pilot_fraction * ais_kwargs.get("num_chains", 16)))
         pilot["ais"] = ais_estimator(model, x, idx, **{**ais_kwargs, "num_chains": chains}).per_point
-    log_p_hat, chosen = select_by_pilot(full, pilot, pilot_khat, khat_threshold(pilot_samples))
-    estimates.update(full)
+    log_p_hat, chosen = select_by_pilot(full, pilot)
     estimates.update({f"khat_{name}": k.to(log_p_hat.dtype) for name, k in khats.items()})
     info = {"eval_samples": eval_samples, "init": init, "families": families, "log_p_hat_candidates": list(full),
+            "mixture_of": mixable if len(mixable) > 1 else [],
             "pilot_fraction": pilot_fraction, "local_fit": local_kwargs, "seed": seed,
             "ais": ais_kwargs if use_ais else None}
     gap = InferenceGap(log_p_hat, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info, converged, chosen)
