@@ -28,7 +28,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from ppl_vae.conventions import latent_sites, max_plate_nesting
 from ppl_vae.estimators.log_weights import joint_terms, per_point, vectorize_particles
-from ppl_vae.estimators.psis import KHAT_RELIABLE, pareto_khat
+from ppl_vae.estimators.psis import khat_threshold, pareto_khat
 from ppl_vae.gap.local_fit import frozen
 
 __all__ = ["guide_draws", "nuts_draws", "to_inference_data", "diagnostics", "Draws"]
@@ -112,7 +112,8 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
 
 def diagnostics(idata: az.InferenceData) -> list[dict]:
     """One row per (data point, sampler): ELBO = mean of log p(x,z) - log q(z), Pareto k̂ of those weights,
-    the IWAE estimate from them, log p̂(x) (best IWAE among samplers with k̂ < 0.7), the gap
+    the IWAE estimate from them, log p̂(x) (best IWAE among samplers with k̂ below
+    :func:`~ppl_vae.estimators.psis.khat_threshold` of the number of draws), the gap
     log p̂(x) - ELBO = KL(q || p(z|x)) estimate, and for NUTS the worst R-hat and ESS over the point's latent
     dimensions (``az.summary``)."""
     samplers = idata.attrs["samplers"].split(",")
@@ -125,8 +126,9 @@ def diagnostics(idata: az.InferenceData) -> list[dict]:
         lw = torch.as_tensor(stats[f"log_joint_{sampler}"].values - stats[f"log_q_{sampler}"].values)
         lw = lw.reshape(-1, lw.shape[-1])  # (draws, N)
         per[sampler] = {"elbo": lw.mean(0), "khat": pareto_khat(lw),
-                        "iwae": lw.logsumexp(0) - math.log(lw.shape[0])}
-    reliable = [torch.where(v["khat"] < KHAT_RELIABLE, v["iwae"], torch.full_like(v["iwae"], -math.inf)) for v in per.values()]
+                        "iwae": lw.logsumexp(0) - math.log(lw.shape[0]), "num_draws": lw.shape[0]}
+    reliable = [torch.where(v["khat"] < khat_threshold(v["num_draws"]), v["iwae"], torch.full_like(v["iwae"], -math.inf))
+                for v in per.values()]
     log_p_hat = torch.stack(reliable).max(0).values if reliable else None
     rows = []
     nuts_vars = [v for v in idata.posterior.data_vars if v.endswith("_nuts")]

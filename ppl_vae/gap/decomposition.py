@@ -8,7 +8,8 @@
 ``q`` is the amortized guide, ``q*`` the best guide of a family for each data point separately (fitted by
 :func:`ppl_vae.gap.local_fit.fit_local_guide` with the model frozen), and ``log p(x)`` is replaced by
 :math:`\\log\\hat p(x)`, per point the best of the strong estimators: IWAE-K with the amortized guide and with
-every ``q*`` whose Pareto k̂ is below 0.7 as proposals, and AIS when asked. Final bounds are evaluated with many samples (``eval_samples``),
+every ``q*`` whose Pareto k̂ is below :func:`~ppl_vae.estimators.psis.khat_threshold` as proposals, and AIS
+when asked. Final bounds are evaluated with many samples (``eval_samples``),
 never with the noisy optimization objective.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ppl_vae.estimators import KHAT_RELIABLE, elbo_and_iwae
 from ppl_vae.estimators import ais as ais_estimator
+from ppl_vae.estimators import elbo_and_iwae, khat_threshold
 from ppl_vae.gap.local_fit import fit_local_guide
 from ppl_vae.guides import AmortizedFlow
 
@@ -164,7 +165,7 @@ def inference_gap(
     candidates = []
     for name, values in estimates.items():
         if name.startswith("iwae_local_"):
-            values = torch.where(khats[name] < KHAT_RELIABLE, values, torch.full_like(values, -math.inf))
+            values = torch.where(khats[name] < khat_threshold(eval_samples), values, torch.full_like(values, -math.inf))
         candidates.append(values)
     log_p_hat = torch.stack(candidates).max(0).values
     estimates.update({f"khat_{name}": k.to(log_p_hat.dtype) for name, k in khats.items()})
