@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppl_vae.conventions import DATA_PLATE, vector_site_sizes
-from ppl_vae.nn import mlp
+from ppl_vae.nn import encoder_input, mlp
 
 __all__ = ["AmortizedFlow", "FLOWS", "conditional_flow"]
 
@@ -76,7 +76,7 @@ class AmortizedFlow(nn.Module):
 
     def distributions(self, x: torch.Tensor) -> dict[str, dist.Distribution]:
         """``{site: TransformedDistribution}`` with batch shape ``(N,)`` and event shape ``(size,)``."""
-        out = self.encoder(x.reshape(x.shape[0], -1))
+        out = self.encoder(encoder_input(x, self.x_dim))
         context = torch.tanh(out[..., -self.context_dim:])
         dists, start = {}, 0
         for name, size in self.sites.items():

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ppl_vae.conventions import DATA_PLATE, vector_site_sizes
-from ppl_vae.nn import mlp
+from ppl_vae.nn import encoder_input, mlp
 
 __all__ = ["AmortizedNormal"]
 
@@ -42,7 +42,7 @@ class AmortizedNormal(nn.Module):
 
     def distributions(self, x: torch.Tensor) -> dict[str, dist.Distribution]:
         """``{site: Normal(loc (N, size), scale (N, size)).to_event(1)}`` for ``x (N, x_dim)``."""
-        out = self.encoder(x.reshape(x.shape[0], -1))
+        out = self.encoder(encoder_input(x, self.x_dim))
         dists, start = {}, 0
         for name, size in self.sites.items():
             loc, raw = out[..., start : start + size], out[..., start + size : start + 2 * size]

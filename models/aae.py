@@ -74,8 +74,7 @@ class AdversarialAutoencoder(BernoulliDecoder, nn.Module):
         self.discriminator = mlp(z_dim, tuple(dis_hidden), 1, activation)
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"Expected x of shape (N, {self.x_dim}) but got {tuple(x.shape)}")
+        self.check_data(x)
 
     def model(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
               num_points: int | None = None) -> torch.Tensor:

@@ -57,6 +57,7 @@ class Autoencoder(BernoulliDecoder, nn.Module):
         ``(..., N, x_dim)``."""
         if x is None:
             raise ValueError("Expected data x of shape (N, x_dim), got None: an autoencoder has no prior to sample from")
+        self.check_data(x)
         p = next(self.decoder.parameters())
         # log p(z) = 0 everywhere (an improper flat prior); the Normal only lets the model be traced without a guide
         flat_prior = dist.Normal(p.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1).mask(False)

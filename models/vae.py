@@ -43,6 +43,10 @@ class BernoulliVAE(BernoulliDecoder, nn.Module):
     def forward(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num_points: int | None = None):
         """:param x: ``(N, x_dim)`` in [0, 1] or ``None`` to sample; :param idx: ``(N,)`` data-point indices
         (unused: the generative model does not depend on them). :returns: logits ``(..., N, x_dim)``."""
+        if x is not None:
+            self.check_data(x)
+        elif num_points is None:
+            raise ValueError("Expected x or num_points, got neither")
         n = x.shape[0] if x is not None else num_points
         p = next(self.decoder.parameters())
         loc = p.new_zeros(()).expand(n, self.z_dim)

@@ -123,9 +123,9 @@ class VAEGAN(BernoulliDecoder, nn.Module):
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """:param x: ``(N, x_dim)`` in [0, 1]. :param idx: ``(N,)`` indices (unused).
         :returns: the reconstructions' pixel probabilities ``x_tilde (..., N, x_dim)``."""
-        if x is None or x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"Expected x of shape (N, {self.x_dim}) but got "
-                             f"{None if x is None else tuple(x.shape)}: the likelihood observes the data's features")
+        if x is None:
+            raise ValueError(f"Expected x of shape (N, {self.x_dim}), got None: the likelihood observes the data's features")
+        self.check_data(x)
         n = x.shape[0]
         loc = x.new_zeros(()).expand(n, self.z_dim)
         with pyro.plate(DATA_PLATE, n, dim=-1):

@@ -145,6 +145,7 @@ class VQVAE(nn.Module):
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The Pyro model (see the module docs): quantized code as a deterministic input, observed ``x``, VQ terms
         as a factor. :param x: ``(N, x_dim)`` in [0, 1]; :param idx: unused. :returns: ``codes (N, L)``."""
+        x = check_images(x, self.x_dim)
         codes, z_st, codebook, commitment = self._quantize(x)
         with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
             pyro.factor("vq_penalty", -(codebook + self.beta * commitment))
