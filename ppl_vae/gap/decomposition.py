@@ -98,23 +98,6 @@ class InferenceGap:
         return out
 
 
-def markdown_table(columns: dict[str, InferenceGap]) -> str:
-    """A Markdown table with one column per study (e.g. per training guide or per split), rows as in
-    Cremer et al.'s Table 2, cells ``mean ± s.e.``; a last row names the q* family each column's gaps use."""
-    names = list(columns)
-    rows = [r[0] for r in next(iter(columns.values())).rows()]
-    values = {c: {r[0]: r for r in g.rows()} for c, g in columns.items()}
-    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for row in rows:
-        cells = []
-        for c in names:
-            r = values[c].get(row)
-            cells.append("" if r is None else f"{r[1]:.2f} ± {r[2]:.2f}")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines.append("| gaps measured with | " + " | ".join(f"q*_{FAMILY_NAMES[columns[c].encoder_family]}" for c in names) + " |")
-    return "\n".join(lines)
-
-
 def inference_gap(
     model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, families=("ffg", "flow"),
     eval_samples: int = 5000, init: str = "guide", use_ais: bool = False, ais_kwargs: dict | None = None,

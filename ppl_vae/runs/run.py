@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from ppl_vae.training.adversarial import AdversarialTrainer
 
 __all__ = ["Run", "train_run", "load_run", "kept_checkpoints", "resolve_device"]
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT = "checkpoint.pt"
 COLLAPSE_POINTS = 1000  # validation points for the per-epoch KL-per-dimension and active-unit diagnostics
 
@@ -37,6 +40,8 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} requested but CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -162,8 +167,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
                     kl = kl_per_dimension(model, guide, valid_x[:COLLAPSE_POINTS])
                 trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
                 trainer.history.setdefault("active_units", []).append(active_units(guide, valid_x[:COLLAPSE_POINTS]).count)
-            if progress:
-                bar.write(f"epoch {epoch}: train ELBO {train_elbo:.2f}  valid ELBO {valid_elbo:.2f}  ({seconds:.1f} s)")
+            logger.info("epoch %d: train ELBO %.2f  valid ELBO %.2f  (%.1f s)", epoch, train_elbo, valid_elbo, seconds)
             save(epoch)
             if config.keep_every and (epoch % config.keep_every == 0 or epoch == config.epochs):
                 shutil.copyfile(run_dir / CHECKPOINT, run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
