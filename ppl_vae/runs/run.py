@@ -18,15 +18,15 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
-from ppl_vae.runs.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from ppl_vae.runs.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.conventions import check_pair
 from ppl_vae.data import Splits, check_images, load_splits, make_loader
+from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
 from ppl_vae.estimators import elbo
-from ppl_vae.training.trainer import Trainer, TrainingDiverged, record, timer
+from ppl_vae.runs.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from ppl_vae.runs.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.runs.zoo import ADVERSARIAL
 from ppl_vae.training.adversarial import AdversarialTrainer
+from ppl_vae.training.trainer import Trainer, TrainingDiverged, record, timer
 
 __all__ = ["Run", "train_run", "load_run", "kept_checkpoints", "resolve_device"]
 

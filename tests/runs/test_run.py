@@ -6,11 +6,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from ppl_vae.runs.checkpoint import CheckpointError, load_checkpoint
-from ppl_vae.runs.config import TrainConfig
 from ppl_vae.conventions import check_pair
 from ppl_vae.estimators import elbo
 from ppl_vae.runs import load_run, train_run
+from ppl_vae.runs.checkpoint import CheckpointError, load_checkpoint
+from ppl_vae.runs.config import TrainConfig
 from ppl_vae.training.trainer import Trainer, TrainingDiverged
 
 SMALL = dict(z_dim=8, hidden=(64,), batch_size=100, valid_size=500)
