@@ -99,8 +99,12 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 @contextlib.contextmanager
 def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """A temporary directory beside ``out_dir`` to write into; on normal exit its files are moved into ``out_dir``
-    (created if needed, other files there kept), on an exception (or Ctrl-C) they are deleted.
+    """A temporary directory beside ``out_dir`` to write into; on normal exit its files are moved into ``out_dir``,
+    on an exception (or Ctrl-C) they are deleted.
+
+    A new ``out_dir`` appears at once, complete (the staging directory is renamed). Into an existing one the files
+    are moved one by one (other files there are kept); if a move fails, the files this call added are removed again
+    (a file it had already replaced keeps its new, complete content).
 
     :param out_dir: the destination directory.
     :returns: a context manager yielding the staging directory.
@@ -110,14 +114,29 @@ def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # as os.mkdir would make it (mkdtemp makes it private)
     try:
         yield stage
-        files = sorted(p for p in stage.rglob("*") if p.is_file())
-        out_dir.mkdir(exist_ok=True)
+        files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        if not out_dir.exists():
+            os.replace(stage, out_dir)
+        else:
+            added = []
+            try:
+                for f in files:
+                    dest = out_dir / f
+                    new = not dest.exists()
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(stage / f, dest)
+                    if new:
+                        added.append(dest)
+            except BaseException:
+                for dest in added:
+                    dest.unlink(missing_ok=True)
+                raise
         for f in files:
-            dest = out_dir / f.relative_to(stage)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, dest)
-            logger.info("wrote %s", dest)
+            logger.info("wrote %s", out_dir / f)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
