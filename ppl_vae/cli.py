@@ -418,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the command's parser ("ppl-vae train: error: ..."), not the top one
+            args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
         _check_combinations(args)
     except SystemExit as done:  # --help and --version (0), usage errors (2): argparse has printed the message
         return done.code if isinstance(done.code, int) else 0

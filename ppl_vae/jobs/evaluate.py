@@ -59,9 +59,9 @@ def log_p_hat(estimates: Iterable[Estimate]) -> Estimate | None:
     strong = [e for e in estimates if e.name.startswith(STRONG_ESTIMATORS)]
     if not strong:
         return None
-    sizes = {e.name: e.per_point.shape[0] for e in strong}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"Expected estimates of the same data points, got sizes {sizes}")
+    sizes = [(e.name, e.per_point.shape[0]) for e in strong]
+    if len({n for _, n in sizes}) > 1:
+        raise ValueError(f"Expected estimates of the same data points, got (name, size) {sizes}")
     best = torch.stack([e.per_point for e in strong]).max(0).values
     return Estimate("log_p_hat", best, {"from": [e.name for e in strong]})
 
