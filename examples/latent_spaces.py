@@ -26,8 +26,8 @@ def main(args):
         models[size] = run.model
         if size == 2:
             test = run.splits().test
-            print(f"saved {plot_manifold(run.model, out / 'manifold_2d.png')}")
-            print(f"saved {plot_latent_space(run.guide, test.x, test.labels, out / 'latent_2d.png')}")
+            print(f"saved {plot_manifold(run.model, out / 'manifold_2d.png', test.x)}")
+            print(f"saved {plot_latent_space(run.guide, test.x, test.labels, out / 'latent_2d.png', model=run.model)}")
     print(f"saved {plot_prior_samples_by_size(models, out / 'prior_samples_by_size.png')}")
 
 

@@ -1,16 +1,19 @@
 """Guides: ``guide(x, idx=None)`` sampling the model's latent sites inside ``pyro.plate("data")``.
 
 Amortized (an encoder maps ``x`` to the distribution): :class:`AmortizedNormal`, :class:`AmortizedFlow`.
-Per-datapoint (free parameters for every data point, indexed by ``idx``): :class:`PerDatapointNormal` (FFG),
-:class:`PerDatapointMVN` (full covariance), :class:`PerDatapointFlow` (planar/radial flows).
+Per-datapoint (free parameters for every data point, looked up by the points' own ``idx``):
+:class:`PerDatapointNormal` (FFG), :class:`PerDatapointMVN` (full covariance across all sites),
+:class:`PerDatapointFlow` (planar/radial flows). All are distributions over the model's unconstrained latent space
+(:class:`ppl_vae.latent_space.LatentSpace`), so they fit any pair that follows the conventions.
 """
 from .amortized_flow import FLOWS, AmortizedFlow
 from .amortized_normal import AmortizedNormal
+from .latent_guide import LatentSpaceGuide, PointIndex
 from .per_datapoint_flow import LOCAL_FLOWS, PerDatapointFlow
 from .per_datapoint_mvn import PerDatapointMVN
 from .per_datapoint_normal import PerDatapointNormal
 
 LOCAL_GUIDES = {"ffg": PerDatapointNormal, "mvn": PerDatapointMVN, "flow": PerDatapointFlow}
 
-__all__ = ["FLOWS", "LOCAL_FLOWS", "LOCAL_GUIDES", "AmortizedFlow", "AmortizedNormal", "PerDatapointFlow",
-           "PerDatapointMVN", "PerDatapointNormal"]
+__all__ = ["FLOWS", "LOCAL_FLOWS", "LOCAL_GUIDES", "AmortizedFlow", "AmortizedNormal", "LatentSpaceGuide",
+           "PerDatapointFlow", "PerDatapointMVN", "PerDatapointNormal", "PointIndex"]

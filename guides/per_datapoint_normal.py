@@ -1,71 +1,73 @@
-"""The non-amortized fully-factorized Gaussian guide: a free mean and scale for every data point
-(the :math:`q^*_{FFG}` of Cremer et al. 2018 once optimized per point)."""
+"""The non-amortized fully-factorized Gaussian guide: a free mean and scale for every data point, over the model's
+unconstrained latent space (the :math:`q^*_{FFG}` of Cremer et al. 2018 once optimized per point).
+
+.. math:: q_n(u) = \\mathcal{N}(u; \\mu_n, \\mathrm{diag}\\,\\sigma_n^2), \\qquad z_n = T(u)
+"""
 from __future__ import annotations
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from ppl_vae.conventions import DATA_PLATE
+from ppl_vae.latent_space import LatentSpace
 
-__all__ = ["PerDatapointNormal"]
+from .latent_guide import LatentSpaceGuide, PointIndex
+
+__all__ = ["PerDatapointNormal", "inverse_softplus"]
 
 
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
+def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``softplus``, for ``y > 0``."""
     return y + torch.log(-torch.expm1(-y))
 
 
-def _resolve_idx(x: torch.Tensor, idx: torch.Tensor | None, num_points: int) -> torch.Tensor:
-    """The rows a per-datapoint guide uses for batch ``x``: ``idx`` (checked), or ``0..N-1`` for a full batch."""
-    n = x.shape[0]
-    if idx is None:
-        if n != num_points:
-            raise ValueError(f"Expected idx for a batch of {n} points out of {num_points}, got idx=None")
-        return torch.arange(n, device=x.device)
-    if idx.shape != (n,):
-        raise ValueError(f"Expected idx of shape ({n},), got {tuple(idx.shape)}")
-    if n and (idx.min() < 0 or idx.max() >= num_points):
-        raise ValueError(f"idx out of range: this guide has parameters for {num_points} points, got max index {idx.max().item()}")
-    return idx
+def initial_table(space: LatentSpace, num_points: int, value, default: float, name: str) -> torch.Tensor:
+    """A ``(num_points, D)`` starting table: ``value`` — a ``(num_points, D)`` tensor, or ``{site: (num_points, size)}``
+    concatenated in the latent space's order — or ``default`` everywhere.
+
+    :raises ValueError: if the shapes do not match the latent space.
+    """
+    if value is None:
+        return torch.full((num_points, space.dim), default)
+    if isinstance(value, dict):
+        missing = [b.name for b in space.blocks if b.name not in value]
+        if missing:
+            raise ValueError(f"Expected {name} for the sites {space.names}, missing {missing}")
+        value = torch.cat([torch.as_tensor(value[b.name]).reshape(num_points, -1) for b in space.blocks], -1)
+    value = torch.as_tensor(value).detach().clone()
+    if value.shape != (num_points, space.dim):
+        raise ValueError(f"Expected {name} of shape ({num_points}, {space.dim}) (points, latent dimension), got "
+                         f"{tuple(value.shape)}")
+    return value
 
 
-class PerDatapointNormal(nn.Module):
-    """Guide ``guide(x, idx)``: ``Normal(loc[idx], scale[idx]).to_event(1)`` per latent site, in plate ``data``.
+class PerDatapointNormal(LatentSpaceGuide):
+    """Guide ``guide(x, idx)``: ``Normal(loc[idx], scale[idx])`` over the latent space, every site of the model
+    obtained through :meth:`~ppl_vae.latent_space.LatentSpace.constrain_sites`.
 
-    Parameters: ``loc_<site> (num_points, size)`` and ``raw_scale_<site> (num_points, size)``
-    (``scale = softplus(raw_scale)``). ``idx`` selects the rows; ``idx=None`` means rows ``0..N-1``.
-
-    :param dict sites: latent site name -> flat event size. :param int num_points: number of data points.
-    :param dict init_loc: optional ``{site: (num_points, size)}``; default zeros (the prior's mean).
-    :param dict init_scale: optional ``{site: (num_points, size)}``; default ones (the prior's scale).
+    :param space: the model's :class:`~ppl_vae.latent_space.LatentSpace` (or ``{site: size}``, see
+        :class:`~ppl_vae.guides.LatentSpaceGuide`).
+    :param points: the number of data points ``N`` (indices ``0..N-1``) or the points' own indices ``(N,)``; a
+        call's ``idx`` selects their rows.
+    :param init_loc: optional ``(N, D)`` starting means, or ``{site: (N, size)}`` (default 0).
+    :param init_scale: optional ``(N, D)`` starting scales, or ``{site: (N, size)}`` (default 1).
+    :raises ValueError: if a table has the wrong shape, or a call's ``idx`` names a point the guide does not have.
     """
 
-    def __init__(self, sites: dict[str, int], num_points: int, init_loc=None, init_scale=None):
-        super().__init__()
-        self.sites, self.num_points = dict(sites), num_points
-        self.loc = nn.ParameterDict()
-        self.raw_scale = nn.ParameterDict()
-        for name, size in self.sites.items():
-            loc = torch.zeros(num_points, size) if init_loc is None else init_loc[name].detach().clone()
-            scale = torch.ones(num_points, size) if init_scale is None else init_scale[name].detach().clone()
-            if loc.shape != (num_points, size) or scale.shape != (num_points, size):
-                raise ValueError(
-                    f"Expected init_loc/init_scale for site {name!r} of shape ({num_points}, {size}), got "
-                    f"{tuple(loc.shape)} and {tuple(scale.shape)}"
-                )
-            self.loc[name] = nn.Parameter(loc)
-            self.raw_scale[name] = nn.Parameter(_inv_softplus(scale.clamp_min(1e-6)))
+    def __init__(self, space: LatentSpace | dict[str, int], points, init_loc=None, init_scale=None):
+        super().__init__(space)
+        self.points = PointIndex(points)
+        n = len(self.points)
+        self.loc = nn.Parameter(initial_table(self.space, n, init_loc, 0.0, "init_loc"))
+        scale = initial_table(self.space, n, init_scale, 1.0, "init_scale")
+        self.raw_scale = nn.Parameter(inverse_softplus(scale.clamp_min(1e-6)))
 
-    def distributions(self, idx: torch.Tensor) -> dict[str, dist.Distribution]:
-        return {
-            name: dist.Normal(self.loc[name][idx], softplus(self.raw_scale[name][idx])).to_event(1)
-            for name in self.sites
-        }
+    def loc_scale(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)``, each ``(B, D)``, of the points ``idx (B,)``."""
+        rows = self.points(idx)
+        return self.loc[rows], softplus(self.raw_scale[rows])
 
-    def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None):
-        idx = _resolve_idx(x, idx, self.num_points)
-        dists = self.distributions(idx)
-        with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
-            return {name: pyro.sample(name, d) for name, d in dists.items()}
+    def latent_distribution(self, x, idx):
+        loc, scale = self.loc_scale(idx)
+        return dist.Normal(loc, scale).to_event(1)

@@ -41,10 +41,10 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "e
 
 def encoder_input(x: torch.Tensor, x_dim: int) -> torch.Tensor:
     """The data an encoder reads, flattened to ``(N, x_dim)``; refused with a message naming the problem when the
-    size differs from ``x_dim`` or — while Pyro's validation is enabled, as by default — a value is NaN or infinite
-    (the likelihood's own range is the model's to check: :meth:`BernoulliDecoder.check_data`).
+    size differs from ``x_dim`` or — while Pyro's validation is enabled, as by default — a floating-point value is
+    NaN or infinite (the likelihood's own range is the model's to check: :meth:`BernoulliDecoder.check_data`).
 
-    :param x: ``(N, ...)`` data with ``x_dim`` values per point.
+    :param x: ``(N, ...)`` data with ``x_dim`` values per point (any dtype: counts and codes too).
     :param int x_dim: the encoder's input size.
     :returns: ``x`` as ``(N, x_dim)``.
     :raises DataError: naming the shape or the first bad rows.
@@ -53,8 +53,9 @@ def encoder_input(x: torch.Tensor, x_dim: int) -> torch.Tensor:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise DataError(f"Expected x of shape (N, {x_dim}) (the encoder's input size), got {shape}")
     x = x.reshape(x.shape[0], -1)
-    if is_validation_enabled():
-        check_images(x, x_dim, likelihood=None, name="x")
+    if is_validation_enabled() and torch.is_floating_point(x) and not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).any(-1).nonzero().flatten()[:5].tolist()
+        raise DataError(f"x contains NaN or infinite values (first bad rows: {bad})")
     return x
 
 

@@ -27,13 +27,14 @@ import torch
 from pyro.ops.integrator import potential_grad, velocity_verlet
 from tqdm.auto import tqdm
 
-from ppl_vae.conventions import max_plate_nesting
+from ppl_vae.conventions import default_idx
+from ppl_vae.latent_space import LatentSpace
 
 from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks
 from .estimate import Estimate
-from .log_weights import guide_log_prob, joint_terms, sample_guide, sample_prior
+from .log_weights import prepare_pair
 
-__all__ = ["ais", "annealing_schedule"]
+__all__ = ["ais", "anneal", "annealing_schedule"]
 
 
 def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float = 4.0,
@@ -63,34 +64,47 @@ def ais(
     schedule: str = "sigmoid", max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False,
     adapt_step_size: bool = True,
 ) -> Estimate:
-    """AIS estimate of ``log p(x_n)`` per data point.
+    """AIS estimate of ``log p(x_n)`` per data point, run in the model's unconstrained latent space
+    (:class:`~ppl_vae.latent_space.LatentSpace`): constrained supports, several sites, any event shapes, models that
+    use ``idx``; discrete sites marked for enumeration are summed out.
 
-    :param x: ``(N, ...)`` data. :param idx: ``(N,)`` or ``None``.
-    :param guide: start from this guide's ``q(z|x)`` instead of the prior (fewer steps needed).
-    :param int num_chains: independent chains per data point. :param int num_steps: intermediate distributions.
-    :param int leapfrog_steps: leapfrog steps per HMC transition. :param float step_size: initial step size
-        (adapted per data point towards ``target_accept`` unless ``adapt_step_size=False``).
+    :param x: ``(N, ...)`` data.
+    :param idx: ``(N,)`` indices of the points (handed to the model and guide) or ``None``.
+    :param guide: start from this guide's ``q(z|x)`` instead of the prior (fewer steps needed); it must be able to
+        score points it did not sample (not planar or radial flows).
+    :param int num_chains: independent chains per data point.
+    :param int num_steps: intermediate distributions.
+    :param int leapfrog_steps: leapfrog steps per HMC transition.
+    :param float step_size: initial step size (adapted per data point towards ``target_accept`` unless
+        ``adapt_step_size=False``).
+    :param str schedule: ``"sigmoid"``, ``"geometric"`` or ``"linear"`` (:func:`annealing_schedule`).
     :param int max_rows: bound on ``chains x points`` advanced together.
-    :returns: :class:`Estimate` (``per_point (N,)``); ``info`` has the mean acceptance rate.
+    :returns: :class:`Estimate` (``per_point (N,)`` nats); ``info`` has the settings and the mean acceptance rate.
+    :raises ValueError: for discrete latent sites that are not enumerated, or a guide that cannot score foreign points.
 
-    Continuous latent sites only (HMC). Cost: ``num_steps * (leapfrog_steps + 1)`` gradient evaluations of the
-    model per chain.
+    Cost: ``num_steps * (leapfrog_steps + 1)`` gradient evaluations of the model per chain.
     """
     if num_chains < 1 or leapfrog_steps < 1:
         raise ValueError(f"Expected num_chains >= 1 and leapfrog_steps >= 1, got {num_chains}, {leapfrog_steps}")
     betas = annealing_schedule(num_steps, schedule).tolist()
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    nesting = max_plate_nesting(model, guide if guide is not None else model, x[:1], idx[:1])
+    idx = default_idx(x, idx)
+    space = LatentSpace(model, x, idx)
+    space.require_continuous("AIS")
+    nesting = space.nesting
+    if guide is not None:
+        _, nesting = prepare_pair(model, guide, x, idx)
+        _check_scores_foreign_points(space, guide, x[:1], idx[:1], nesting)
     points, _ = chunk_sizes(num_chains, x.shape[0], max_rows)
     chunks = list(point_chunks(x, idx, points))
-    bar = None
-    if progress:
-        bar = tqdm(total=len(chunks) * num_steps, desc="AIS", unit="step")
+    bar = tqdm(total=len(chunks) * num_steps, desc="AIS", unit="step") if progress else None
     out, rates = [], []
     for xc, ic in chunks:
-        lw, rate, _ = _ais_chunk(model, guide, xc, ic, num_chains, betas, leapfrog_steps, step_size,
-                                 target_accept if adapt_step_size else None, nesting, bar)
+        with torch.no_grad():
+            u0 = space.sample_prior(xc, ic, num_chains) if guide is None else \
+                space.sample_guide(guide, xc, ic, num_chains, nesting)[0]
+        start = _Start(space, guide, xc, ic, nesting)
+        lw, rate, _ = anneal(start, u0, betas, leapfrog_steps, step_size, target_accept if adapt_step_size else None,
+                             bar)
         out.append(lw.logsumexp(0) - math.log(num_chains))
         rates.append(rate)
     if bar is not None:
@@ -102,60 +116,75 @@ def ais(
     return Estimate(name, torch.cat(out), info)
 
 
-def _ais_chunk(model, guide, x, idx, num_chains, betas, leapfrog_steps, step_size, target_accept, nesting, bar):
-    n = x.shape[0]
+def _check_scores_foreign_points(space, guide, x, idx, nesting) -> None:
+    """Refuse, up front, a guide that cannot evaluate its density at points it did not sample."""
     with torch.no_grad():
-        if guide is None:
-            latents, _ = sample_prior(model, x, idx, num_chains, nesting)
-        else:
-            latents, _ = sample_guide(guide, x, idx, num_chains, nesting)
-    shapes = {k: v.shape for k, v in latents.items()}
-    # flatten every site to (C, N, numel) so one per-chain step size broadcasts over all of them
-    z = {k: v.detach().reshape(num_chains, n, -1) for k, v in latents.items()}
+        u, _ = space.sample_guide(guide, x, idx, 1, nesting)
+        space.guide_log_density(guide, x, idx, u + 0.01, nesting)
 
-    def terms(z_flat):
-        unflat = {k: v.reshape(shapes[k]) for k, v in z_flat.items()}
-        log_prior, log_lik = joint_terms(model, x, idx, unflat, nesting)
-        log_q0 = log_prior if guide is None else guide_log_prob(guide, x, idx, unflat, nesting)
-        return log_q0, log_prior + log_lik - log_q0  # log q0(z), log p(x, z) - log q0(z)
 
+class _Start:
+    """The annealing's end points in u-space: ``log q0(u)`` (prior or guide) and ``log p(x, u) - log q0(u)``."""
+
+    def __init__(self, space, guide, x, idx, nesting):
+        self.space, self.guide, self.x, self.idx, self.nesting = space, guide, x, idx, nesting
+
+    def __call__(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_prior, log_lik = self.space.log_joint(self.x, self.idx, u)
+        if self.guide is None:
+            return log_prior, log_lik
+        log_q0 = self.space.guide_log_density(self.guide, self.x, self.idx, u, self.nesting)
+        return log_q0, log_prior + log_lik - log_q0
+
+
+def anneal(terms, u: torch.Tensor, betas: list[float], leapfrog_steps: int, step_size: float,
+           target_accept: float | None, bar=None) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Run the chains ``u (C, N, D)`` through the inverse temperatures ``betas`` with one HMC transition per
+    temperature, targeting :math:`q_0(u)^{1-\\beta} p(x, u)^\\beta`.
+
+    :param terms: ``u -> (log q0(u), log p(x, u) - log q0(u))``, each ``(C, N)``, differentiable.
+    :param betas: the schedule; increasing from 0 to 1 gives forward AIS, decreasing from 1 to 0 the reverse chain of
+        bidirectional Monte Carlo.
+    :returns: ``(log weights (C, N), mean acceptance rate, final u)``; the log weight of a chain is
+        :math:`\\sum_t (\\beta_t - \\beta_{t-1}) [\\log p(x, u_{t-1}) - \\log q_0(u_{t-1})]`.
+    """
+    c, n = u.shape[:2]
     state = {}
 
-    def potential(z_flat, beta):
-        log_q0, delta = terms(z_flat)
+    def potential(z, beta):
+        log_q0, delta = terms(z["u"])
         state["log_q0"], state["delta"] = log_q0.detach(), delta.detach()
         return -(log_q0 + beta * delta).sum()
 
+    z = {"u": u.detach()}
     with torch.no_grad():
-        _, delta = terms(z)
-    log_w = torch.zeros(num_chains, n, dtype=x.dtype, device=x.device)
-    eps = torch.full((1, n, 1), step_size, dtype=x.dtype, device=x.device)
-    accepted = torch.zeros((), dtype=x.dtype, device=x.device)
+        _, delta = terms(z["u"])
+    log_w = torch.zeros(c, n, dtype=u.dtype, device=u.device)
+    eps = torch.full((1, n, 1), step_size, dtype=u.dtype, device=u.device)
+    accepted = 0.0
     for t in range(1, len(betas)):
         beta = betas[t]
         log_w = log_w + (beta - betas[t - 1]) * delta
         fn = lambda zz, b=beta: potential(zz, b)  # noqa: E731
         grads, _ = potential_grad(fn, z)
         energy0 = -(state["log_q0"] + beta * state["delta"])
-        r = {k: torch.randn_like(v) for k, v in z.items()}
-        kinetic0 = sum(0.5 * v.pow(2).sum(-1) for v in r.values())
+        r = {"u": torch.randn_like(z["u"])}
+        kinetic0 = 0.5 * r["u"].pow(2).sum(-1)
         z_new, r_new, _, _ = velocity_verlet(z, r, fn, lambda rr: rr, eps, leapfrog_steps, grads)
         energy1 = -(state["log_q0"] + beta * state["delta"])
-        kinetic1 = sum(0.5 * v.pow(2).sum(-1) for v in r_new.values())
+        kinetic1 = 0.5 * r_new["u"].pow(2).sum(-1)
         log_accept = (energy0 + kinetic0 - energy1 - kinetic1).clamp(max=0.0)
         log_accept = torch.where(torch.isfinite(log_accept), log_accept, torch.full_like(log_accept, -math.inf))
         accept = torch.rand_like(log_accept).log() < log_accept
         with torch.no_grad():
-            z = {k: torch.where(accept[..., None], z_new[k], z[k]).detach() for k in z}
+            z = {"u": torch.where(accept[..., None], z_new["u"], z["u"]).detach()}
             delta = torch.where(accept, state["delta"], delta)
-            # adapt each chain's step size towards the target acceptance probability
             # adapt each data point's step size (shared by its chains) towards the target acceptance rate;
             # per-chain adaptation would bias each chain's stationary distribution
             if target_accept is not None:
                 rate = log_accept.exp().mean(0, keepdim=True)
                 eps = eps * torch.where(rate > target_accept, 1.02, 0.98)[..., None]
-            accepted = accepted + accept.to(x.dtype).mean()
+            accepted += accept.to(u.dtype).mean().item()
         if bar is not None:
             bar.update(1)
-    final = {k: v.reshape(shapes[k]) for k, v in z.items()}
-    return log_w.detach(), (accepted / (len(betas) - 1)).item(), final
+    return log_w.detach(), accepted / max(len(betas) - 1, 1), z["u"]

@@ -6,11 +6,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.conventions import max_plate_nesting
-
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
 from .estimate import Estimate
-from .log_weights import log_weights
+from .log_weights import log_weights, prepare_pair
 from .psis import TopLogWeights
 
 __all__ = ["elbo_and_iwae"]
@@ -26,22 +24,19 @@ def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None
 
     :param x: ``(N, ...)``. :returns: two :class:`Estimate` s with ``per_point (N,)`` and ``khat (N,)``.
     """
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
+    idx, nesting = prepare_pair(model, guide, x, idx)
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
     chunks = list(point_chunks(x, idx, points))
     if progress:
         chunks = tqdm(chunks, desc=desc, unit="chunk")
     elbos, iwaes, khats = [], [], []
     for xc, ic in chunks:
-        total = xc.new_zeros(xc.shape[0])
-        lse = xc.new_full((xc.shape[0],), -math.inf)
-        tail = TopLogWeights(num_samples, xc.shape[0], xc.device, xc.dtype)
+        total, lse = 0.0, None
+        tail = TopLogWeights(num_samples, xc.shape[0])
         for k in sample_chunks(num_samples, samples):
             lw = log_weights(model, guide, xc, ic, k, nesting=nesting)
-            total += lw.sum(0)
-            lse = torch.logaddexp(lse, lw.logsumexp(0))
+            total = total + lw.sum(0)
+            lse = logaddexp(lse, lw.logsumexp(0))
             tail.update(lw)
         elbos.append(total / num_samples)
         iwaes.append(lse - math.log(num_samples))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["point_chunks", "sample_chunks", "DEFAULT_MAX_ROWS"]
+__all__ = ["point_chunks", "sample_chunks", "chunk_sizes", "logaddexp", "DEFAULT_MAX_ROWS"]
 
 # rows = samples x data points evaluated in one vectorized pass. 2**11 rows of a 784-pixel decoder output take
 # 6 MB in float32: small enough to stay in cache, large enough that Pyro's tracing (~1 ms per pass) is a few
@@ -31,3 +31,8 @@ def chunk_sizes(num_samples: int, num_points: int, max_rows: int) -> tuple[int, 
     samples = max(1, min(num_samples, max_rows))
     points = max(1, min(num_points, max_rows // samples))
     return points, samples
+
+
+def logaddexp(running: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """A running log-sum-exp over chunks: ``value`` if nothing has been accumulated yet (``None``)."""
+    return value if running is None else torch.logaddexp(running, value)

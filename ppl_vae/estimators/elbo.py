@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ppl_vae.conventions import max_plate_nesting
-
 from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
 from .estimate import Estimate
-from .log_weights import log_weights
+from .log_weights import log_weights, prepare_pair
 
 __all__ = ["elbo"]
 
@@ -26,15 +24,13 @@ def elbo(
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
+    idx, nesting = prepare_pair(model, guide, x, idx)
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
     out = []
     for xc, ic in point_chunks(x, idx, points):
-        total = xc.new_zeros(xc.shape[0])
+        total = 0.0
         for k in sample_chunks(num_samples, samples):
-            total += log_weights(model, guide, xc, ic, k, analytic_kl, nesting).sum(0)
+            total = total + log_weights(model, guide, xc, ic, k, analytic_kl, nesting).sum(0)
         out.append(total / num_samples)
     name = "elbo_analytic_kl" if analytic_kl else "elbo"
     return Estimate(name, torch.cat(out), {"num_samples": num_samples})

@@ -16,11 +16,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.conventions import max_plate_nesting
-
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
 from .estimate import Estimate
-from .log_weights import log_weights
+from .log_weights import log_weights, prepare_pair
 
 __all__ = ["iwae_bound"]
 
@@ -38,18 +36,16 @@ def iwae_bound(
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
+    idx, nesting = prepare_pair(model, guide, x, idx)
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
     out = []
     chunks = list(point_chunks(x, idx, points))
     if progress:
         chunks = tqdm(chunks, desc=f"IWAE-{num_samples}", unit="chunk")
     for xc, ic in chunks:
-        lse = xc.new_full((xc.shape[0],), -math.inf)
+        lse = None
         for k in sample_chunks(num_samples, samples):
-            lse = torch.logaddexp(lse, log_weights(model, guide, xc, ic, k, nesting=nesting).logsumexp(0))
+            lse = logaddexp(lse, log_weights(model, guide, xc, ic, k, nesting=nesting).logsumexp(0))
         out.append(lse - math.log(num_samples))
     return Estimate(f"iwae_{num_samples}", torch.cat(out), {"num_samples": num_samples})
 

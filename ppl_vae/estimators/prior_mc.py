@@ -12,11 +12,11 @@ import math
 
 import torch
 
-from ppl_vae.conventions import max_plate_nesting
+from ppl_vae.conventions import default_idx, latent_sites, max_plate_nesting
+from ppl_vae.traces import point_log_density, sample_sites, trace_particles
 
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, sample_chunks
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
 from .estimate import Estimate
-from .log_weights import sample_prior
 
 __all__ = ["prior_mc"]
 
@@ -31,14 +31,16 @@ def prior_mc(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_sample
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    nesting = max_plate_nesting(model, model, x[:1], idx[:1])
+    idx = default_idx(x, idx)
+    latent_sites(model, x[:2], idx[:2])  # the conventions, checked once
+    nesting = max_plate_nesting(model, None, x[:1], idx[:1])
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)
     out = []
     for xc, ic in point_chunks(x, idx, points):
-        lse = xc.new_full((xc.shape[0],), -math.inf)
+        lse = None
         for k in sample_chunks(num_samples, samples):
-            lse = torch.logaddexp(lse, sample_prior(model, xc, ic, k, nesting)[1].logsumexp(0))
+            trace = trace_particles(model, xc, ic, k, nesting)  # every latent drawn from the prior
+            observed = [name for name, site in sample_sites(trace) if site["is_observed"]]
+            lse = logaddexp(lse, point_log_density(trace, observed, nesting, k, xc.shape[0]).logsumexp(0))
         out.append(lse - math.log(num_samples))
     return Estimate(f"prior_mc_{num_samples}", torch.cat(out), {"num_samples": num_samples})

@@ -30,12 +30,17 @@ def khat_threshold(num_samples: int) -> float:
     :math:`\\min(1 - 1 / \\log_{10} S, 0.7)` (Vehtari et al. 2024), as ArviZ's ``loo`` computes its
     ``good_k``. With few samples the threshold is lower: 0.5 for ``S = 100``, 0.67 for ``S = 1000``.
 
+    For ``S <= 10`` it is 0 (ArviZ's formula gives 0 at ``S = 10`` and less below; :func:`pareto_khat` is infinite
+    there anyway, since the fit needs more than 10 tail weights).
+
     :param int num_samples: ``S``, the number of importance weights per data point.
     :returns: the threshold; a k̂ strictly below it is reliable.
-    :raises ValueError: if ``num_samples < 2``.
+    :raises ValueError: if ``num_samples < 1``.
     """
-    if num_samples < 2:
-        raise ValueError(f"Expected num_samples >= 2 for a Pareto k-hat threshold, got {num_samples}")
+    if num_samples < 1:
+        raise ValueError(f"Expected num_samples >= 1 for a Pareto k-hat threshold, got {num_samples}")
+    if num_samples <= 10:
+        return 0.0
     return min(1.0 - 1.0 / math.log10(num_samples), KHAT_RELIABLE)
 
 
@@ -67,11 +72,12 @@ class TopLogWeights:
 
     def __init__(self, num_samples: int, num_points: int, device=None, dtype=None):
         self.keep = tail_size(num_samples) + 1
-        self.top = torch.full((0, num_points), -math.inf, device=device, dtype=dtype)
+        self.top = None if dtype is None else torch.full((0, num_points), -math.inf, device=device, dtype=dtype)
 
     def update(self, log_weights: torch.Tensor) -> None:
         """Add a chunk of log-weights ``(s, N)``."""
-        both = torch.cat([self.top, log_weights.detach()], 0)
+        lw = log_weights.detach()
+        both = lw if self.top is None else torch.cat([self.top, lw], 0)
         self.top = both.topk(min(self.keep, both.shape[0]), dim=0).values
 
     def khat(self) -> torch.Tensor:

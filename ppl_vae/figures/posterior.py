@@ -10,11 +10,11 @@ import torch
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ppl_vae.conventions import latent_sites, max_plate_nesting
-from ppl_vae.estimators.log_weights import guide_log_prob, joint_terms
-from ppl_vae.posterior import guide_draws
+from ppl_vae.conventions import default_idx
+from ppl_vae.latent_space import LatentSpace
 
 from .figure import image_grid, new_figure, save_figure
+from .samples import as_images, observation_means
 
 __all__ = ["grid_log_posterior", "plot_posterior_grid", "plot_samplers_forest", "plot_samplers_pair",
            "plot_nuts_posterior", "plot_manifold", "plot_prior_samples_by_size"]
@@ -22,29 +22,34 @@ __all__ = ["grid_log_posterior", "plot_posterior_grid", "plot_samplers_forest", 
 
 
 
-def _single_2d_site(model, x) -> str:
-    sites = latent_sites(model, x[:1])
-    if len(sites) != 1 or next(iter(sites.values())).event_shape != (2,):
-        shapes = {k: tuple(v.event_shape) for k, v in sites.items()}
-        raise ValueError(f"Grid posteriors need one latent site of size 2, the model has {shapes}")
-    return next(iter(sites))
+def _plane(model, x, idx) -> LatentSpace:
+    space = LatentSpace(model, x, idx)
+    space.require_continuous("A grid posterior")
+    if space.dim != 2:
+        raise ValueError(f"Expected a 2-D latent space for grid posteriors, got {space.dim} dimensions ({space})")
+    return space
 
 
 @torch.no_grad()
 def grid_log_posterior(model, x: torch.Tensor, idx: torch.Tensor | None = None, lims=None, resolution: int = 150,
                        chunk: int = 4096):
-    """The true posterior ``log p(z | x)`` of a 2-D latent on a grid, normalized numerically.
+    """The true posterior of a 2-D latent space on a grid, normalized numerically: ``log p(u | x)`` in the model's
+    unconstrained latent space (:class:`~ppl_vae.latent_space.LatentSpace`; ``u = z`` for real-valued sites).
 
-    :param x: ``(N, ...)``. :param lims: ``(N, 2, 2)`` per-point ``[[z0_min, z0_max], [z1_min, z1_max]]`` or
-        ``None`` (centred on each posterior, found on a coarse grid first).
+    :param x: ``(N, ...)`` data.
+    :param idx: ``(N,)`` the points' own indices or ``None``.
+    :param lims: ``(N, 2, 2)`` per-point ``[[u0_min, u0_max], [u1_min, u1_max]]`` or ``None`` (centred on each
+        posterior, found on a coarse grid first).
     :returns: ``(g0 (N, G), g1 (N, G), log_post (N, G, G), log_evidence (N,))`` where ``log_post[n, i, j]`` is the
         log density at ``(g0[n, j], g1[n, i])`` and ``log_evidence`` is the grid quadrature of ``log p(x)``.
+    :raises ValueError: if the latent space is not 2-D or has discrete sites that are not enumerated.
     """
-    site = _single_2d_site(model, x)
+    idx = default_idx(x, idx)
+    space = _plane(model, x, idx)
     n = x.shape[0]
-    idx = torch.arange(n, device=x.device) if idx is None else idx
+    dtype = next((q.dtype for q in getattr(model, "parameters", lambda: iter(()))()), torch.get_default_dtype())
     if lims is None:
-        coarse = torch.tensor([[-6.0, 6.0], [-6.0, 6.0]], dtype=x.dtype, device=x.device).expand(n, 2, 2)
+        coarse = torch.tensor([[-6.0, 6.0], [-6.0, 6.0]], dtype=dtype, device=x.device).expand(n, 2, 2)
         g0, g1, lp, _ = grid_log_posterior(model, x, idx, coarse, 60, chunk)
         p = lp.exp()
         p = p / p.sum((-1, -2), keepdim=True)
@@ -52,15 +57,14 @@ def grid_log_posterior(model, x: torch.Tensor, idx: torch.Tensor | None = None, 
         s0 = ((p.sum(1) * (g0 - m0[:, None]) ** 2).sum(-1)).sqrt().clamp_min(0.05)
         s1 = ((p.sum(2) * (g1 - m1[:, None]) ** 2).sum(-1)).sqrt().clamp_min(0.05)
         lims = torch.stack([torch.stack([m0 - 4 * s0, m0 + 4 * s0], -1), torch.stack([m1 - 4 * s1, m1 + 4 * s1], -1)], 1)
-    t = torch.linspace(0, 1, resolution, dtype=x.dtype, device=x.device)
+    t = torch.linspace(0, 1, resolution, dtype=lims.dtype, device=x.device)
     g0 = lims[:, 0, :1] + (lims[:, 0, 1:] - lims[:, 0, :1]) * t  # (N, G)
     g1 = lims[:, 1, :1] + (lims[:, 1, 1:] - lims[:, 1, :1]) * t
-    z = torch.stack([g0[:, None, :].expand(n, resolution, resolution), g1[:, :, None].expand(n, resolution, resolution)], -1)
-    z = z.reshape(n, -1, 2).transpose(0, 1)  # (G*G, N, 2)
-    nesting = max_plate_nesting(model, model, x[:1], idx[:1])
+    u = _grid_points(g0, g1)
     parts = []
-    for a in range(0, z.shape[0], max(1, chunk // n)):
-        lp, ll = joint_terms(model, x, idx, {site: z[a : a + max(1, chunk // n)]}, nesting)
+    step = max(1, chunk // n)
+    for a in range(0, u.shape[0], step):
+        lp, ll = space.log_joint(x, idx, u[a: a + step])
         parts.append(lp + ll)
     log_joint = torch.cat(parts).transpose(0, 1).reshape(n, resolution, resolution)
     cell = (g0[:, 1] - g0[:, 0]) * (g1[:, 1] - g1[:, 0])
@@ -68,32 +72,44 @@ def grid_log_posterior(model, x: torch.Tensor, idx: torch.Tensor | None = None, 
     return g0, g1, log_joint - log_evidence[:, None, None], log_evidence
 
 
+def _grid_points(g0: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:
+    """``(G*G, N, 2)`` points with ``[i * G + j, n] = (g0[n, j], g1[n, i])``."""
+    n, r = g0.shape
+    u = torch.stack([g0[:, None, :].expand(n, r, r), g1[:, :, None].expand(n, r, r)], -1)
+    return u.reshape(n, -1, 2).transpose(0, 1)
+
+
 @torch.no_grad()
 def plot_posterior_grid(model, guides: dict, x: torch.Tensor, path, idx=None, labels=None, resolution: int = 120,
                         draws: dict | None = None) -> Path:
-    """True-posterior contours (filled) for up to four points side by side, each guide's density overlaid as
-    line contours (or its samples, for guides whose density cannot be evaluated at arbitrary points, such as
-    planar flows). ``guides``: ``{name: (guide, guide_idx)}``; ``draws``: optional ``{name: (S, N, 2)}`` samples
-    (e.g. NUTS) drawn as dots."""
-    site = _single_2d_site(model, x)
+    """True-posterior contours (filled) for up to four points side by side in the 2-D latent space, each guide's
+    density overlaid as line contours (or its samples, for guides whose density cannot be evaluated at arbitrary
+    points, such as planar flows).
+
+    :param guides: ``{name: guide}``; each is called with the points' own ``idx``.
+    :param draws: optional ``{name: (S, N, 2)}`` draws in the latent space (e.g. NUTS), drawn as dots.
+    """
+    idx = default_idx(x, idx)
+    space = _plane(model, x, idx)
     n = x.shape[0]
-    idx = torch.arange(n, device=x.device) if idx is None else idx
     g0, g1, log_post, _ = grid_log_posterior(model, x, idx, resolution=resolution)
     colors = ["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     fig, axes = new_figure((3.6 * n, 3.4), 1, n, squeeze=False)
+    names = space.coordinate_names()
     for i, ax in enumerate(axes[0]):
         ax.contourf(g0[i].cpu(), g1[i].cpu(), log_post[i].exp().cpu(), levels=12, cmap="Blues")
-        ax.set_title(f"point {int(labels[i]) if labels is not None else i}")
+        ax.set_title(f"point {int(labels[i]) if labels is not None else int(idx[i])}")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
     handles = [Patch(color="tab:blue", label="true posterior")]
-    for c, (name, (guide, gidx)) in zip(colors, guides.items()):
-        z = torch.stack([g0[:, None, :].expand(n, resolution, resolution), g1[:, :, None].expand(n, resolution, resolution)], -1)
-        z = z.reshape(n, -1, 2).transpose(0, 1)
+    u = _grid_points(g0, g1)
+    for c, (name, guide) in zip(colors, guides.items()):
         try:
-            lq = guide_log_prob(guide, x, gidx, {site: z}).transpose(0, 1).reshape(n, resolution, resolution)
+            lq = space.guide_log_density(guide, x, idx, u).transpose(0, 1).reshape(n, resolution, resolution)
             for i, ax in enumerate(axes[0]):
                 ax.contour(g0[i].cpu(), g1[i].cpu(), lq[i].exp().cpu(), levels=5, colors=c, linewidths=1.2)
-        except (KeyError, NotImplementedError):  # e.g. planar flows: density only at their own samples
-            samples = guide_draws(model, guide, x, gidx, 1, 300)["latents"][site][0]
+        except (ValueError, NotImplementedError):  # e.g. planar flows: density only at their own samples
+            samples = space.sample_guide(guide, x, idx, 300)[0]
             for i, ax in enumerate(axes[0]):
                 ax.scatter(samples[:, i, 0].cpu(), samples[:, i, 1].cpu(), s=2, c=c, alpha=0.5)
         handles.append(Line2D([], [], color=c, label=name))
@@ -146,16 +162,21 @@ def plot_nuts_posterior(idata, path, site: str = "z", datapoint=None, dims=(0, 1
 
 
 @torch.no_grad()
-def plot_manifold(model, path, n: int = 20) -> Path:
-    """Decoder means over a grid of a 2-D latent space, spaced by the prior's quantiles (Kingma & Welling 2014,
-    Fig. 4)."""
-    if getattr(model, "z_dim", None) != 2:
-        raise ValueError(f"plot_manifold needs a model with a 2-D latent space, got z_dim={getattr(model, 'z_dim', None)}")
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-    p = next(model.parameters())
-    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2).to(p)
-    images = model.decode(z).cpu()
-    side = int(math.isqrt(images.shape[1]))
+def plot_manifold(model, path, x: torch.Tensor, n: int = 20) -> Path:
+    """Observation means over a grid of a 2-D latent space, spaced by the standard normal's quantiles in the
+    unconstrained space (Kingma & Welling 2014, Fig. 4); any model with a 2-D latent space and image-like
+    observations.
+
+    :param x: ``(M, ...)`` example data giving the model its shapes (one row is enough).
+    :raises ValueError: if the latent space is not 2-D or the observations are not images.
+    """
+    space = _plane(model, x[:1], None)
+    dtype = next((q.dtype for q in getattr(model, "parameters", lambda: iter(()))()), torch.get_default_dtype())
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n)).to(dtype=dtype, device=x.device)
+    u = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(1, -1, 2)
+    reps = x[torch.zeros(n * n, dtype=torch.long, device=x.device)]
+    latents, _ = space.constrain(u)
+    images, side = as_images(observation_means(model, reps, None, {k: v[0] for k, v in latents.items()}), "manifold")
     fig, ax = new_figure((7, 7))
     ax.imshow(image_grid(images.reshape(n, n, -1).transpose(0, 1).reshape(n * n, -1), n, side), cmap="gray")
     ax.set_title("Decoded manifold of the 2-D latent space")

@@ -7,32 +7,97 @@
 
 ``q`` is the amortized guide, ``q*`` the best guide of a family for each data point separately (fitted by
 :func:`ppl_vae.gap.local_fit.fit_local_guide` with the model frozen), and ``log p(x)`` is replaced by
-:math:`\\log\\hat p(x)`, per point the best of the strong estimators: IWAE-K with the amortized guide and with
-every ``q*`` whose Pareto k̂ is below :func:`~ppl_vae.estimators.psis.khat_threshold` as proposals, and AIS
-when asked. Final bounds are evaluated with many samples (``eval_samples``),
-never with the noisy optimization objective.
+:math:`\\log\\hat p(x)`: for each point, one of the strong estimators — IWAE-K with the amortized guide or with a
+``q*`` as proposal, or AIS — chosen on an independent pilot run and evaluated afresh
+(:func:`ppl_vae.estimators.select_by_pilot`), so that it stays a stochastic lower bound of ``log p(x)``. Final bounds
+are evaluated with many samples (``eval_samples``), never with the noisy optimization objective.
+
+The approximation and amortization gaps of the table are those of the *encoder's family*: the per-datapoint family
+that contains the amortized guide's family (FFG for the amortized Gaussian, the flow family for flow encoders). For
+another guide the family is recognised from its distributions (Gaussians: FFG; multivariate normals: full
+covariance) or must be named (``encoder_family=``); a guide whose family none contains gets no split, only the
+inference gap and the q* bounds.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 import pyro
+import pyro.distributions as dist
 import torch
+from torch.distributions import biject_to
 
+from ppl_vae.conventions import default_idx, max_plate_nesting, support_name
 from ppl_vae.estimators import ais as ais_estimator
-from ppl_vae.estimators import elbo_and_iwae, khat_threshold
+from ppl_vae.estimators import elbo_and_iwae, select_by_pilot
+from ppl_vae.estimators.psis import khat_threshold
 from ppl_vae.gap.local_fit import fit_local_guide
-from ppl_vae.guides import AmortizedFlow
+from ppl_vae.guides import LOCAL_GUIDES, AmortizedFlow, AmortizedNormal, LatentSpaceGuide
+from ppl_vae.traces import is_auxiliary, sample_sites, trace_particles
 
 __all__ = ["InferenceGap", "inference_gap", "encoder_family", "FAMILY_NAMES"]
+
+logger = logging.getLogger(__name__)
 
 FAMILY_NAMES = {"ffg": "FFG", "flow": "Flow", "mvn": "Full-cov"}
 
 
-def encoder_family(guide) -> str:
-    """The per-datapoint family that matches an amortized guide: ``"flow"`` for flow encoders, else ``"ffg"``."""
-    return "flow" if isinstance(guide, AmortizedFlow) else "ffg"
+def _innermost(fn):
+    while isinstance(fn, (dist.Independent, torch.distributions.Independent)) or type(fn).__name__ in (
+            "MaskedDistribution", "ExpandedDistribution"):
+        fn = fn.base_dist
+    return fn
+
+
+def encoder_family(guide, model=None, x: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> str | None:
+    """The per-datapoint family that contains an amortized guide's family, or ``None`` if none is known to.
+
+    :class:`~ppl_vae.guides.AmortizedNormal` → ``"ffg"``; :class:`~ppl_vae.guides.AmortizedFlow` → ``"flow"``; any
+    other guide is traced on ``(x, idx)`` (needs ``model`` and ``x``): diagonal Gaussians at every site (``Normal``
+    for real sites, ``Normal`` pushed through ``biject_to(support)`` for constrained ones) → ``"ffg"``; multivariate
+    normals → ``"mvn"`` (the full-covariance family contains them); anything else → ``None``.
+    """
+    if isinstance(guide, AmortizedNormal):
+        return "ffg"
+    if isinstance(guide, AmortizedFlow):
+        return "flow"
+    if isinstance(guide, LatentSpaceGuide):
+        for name, cls in LOCAL_GUIDES.items():
+            if isinstance(guide, cls):
+                return name
+        return None
+    if model is None or x is None:
+        return None
+    idx = default_idx(x, idx)
+    nesting = max_plate_nesting(model, guide, x[:2], idx[:2])
+    with torch.no_grad():
+        trace = trace_particles(guide, x[:2], idx[:2], 1, nesting)
+        model_trace = trace_particles(model, x[:2], idx[:2], 1, nesting)
+    kinds = set()
+    for name, site in sample_sites(trace):
+        if site["is_observed"] or is_auxiliary(site):
+            continue
+        fn = _innermost(site["fn"])
+        support = model_trace.nodes[name]["fn"].support
+        if isinstance(fn, torch.distributions.TransformedDistribution):
+            base = _innermost(fn.base_dist)
+            ok = isinstance(base, torch.distributions.Normal) and len(fn.transforms) == 1 and \
+                repr(fn.transforms[0]) == repr(biject_to(support))
+            kinds.add("ffg" if ok else None)
+        elif isinstance(fn, torch.distributions.Normal) and support_name(support) == "real":
+            kinds.add("ffg")
+        elif isinstance(fn, torch.distributions.MultivariateNormal) and support_name(support) == "real":
+            kinds.add("mvn")
+        else:
+            kinds.add(None)
+    if None in kinds or not kinds:
+        return None
+    return "mvn" if "mvn" in kinds else "ffg"
+
+
+_recognise_family = encoder_family  # inference_gap's argument of the same name shadows it
 
 
 def _mean_se(t: torch.Tensor) -> tuple[float, float]:
@@ -44,42 +109,67 @@ def _mean_se(t: torch.Tensor) -> tuple[float, float]:
 class InferenceGap:
     """Per-point bounds of ``N`` data points (nats) and the gaps derived from them.
 
-    ``log_p_hat (N,)``; ``elbo_amortized (N,)`` = L[q]; ``elbo_local[family] (N,)`` = L[q*_family];
-    ``encoder_family``: the family whose gaps are the headline; ``steps[family] (N,)``: optimization steps;
-    ``curve``: ``{k: (N,)}`` ELBO after ``k`` refinement steps from the encoder (encoder family).
+    :ivar log_p_hat: ``(N,)`` log p̂(x), a stochastic lower bound of log p(x) (see the module).
+    :ivar elbo_amortized: ``(N,)`` L[q].
+    :ivar elbo_local: ``{family: (N,)}`` L[q*_family].
+    :ivar encoder_family: the family whose gaps are the headline, or ``None`` (no split reported).
+    :ivar steps: ``{family: (N,)}`` optimization steps of q*.
+    :ivar converged: ``{family: (N,)}`` whether q* met its stopping rule before the step cap.
+    :ivar curve: ``{k: (N,)}`` ELBO after ``k`` refinement steps from the encoder (encoder family).
+    :ivar estimates: every estimator's per-point values and diagnostics (IWAE with each proposal, AIS, Pareto k̂).
+    :ivar log_p_hat_from: ``(N,)`` for each point, the estimator its log p̂ comes from.
+    :ivar info: settings.
     """
 
     log_p_hat: torch.Tensor
     elbo_amortized: torch.Tensor
     elbo_local: dict[str, torch.Tensor]
-    encoder_family: str
+    encoder_family: str | None
     steps: dict[str, torch.Tensor] = field(default_factory=dict)
     curve: dict[int, torch.Tensor] = field(default_factory=dict)
     estimates: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    converged: dict[str, torch.Tensor] = field(default_factory=dict)
+    log_p_hat_from: list[str] = field(default_factory=list)
+
+    def _family(self, family: str | None) -> str:
+        family = family or self.encoder_family
+        if family is None:
+            raise ValueError("The encoder's family is unknown (no per-datapoint family is known to contain it), so its "
+                             "gap has no split: pass family='ffg', 'mvn' or 'flow' explicitly, or encoder_family= to "
+                             "inference_gap")
+        if family not in self.elbo_local:
+            raise ValueError(f"Expected a fitted family among {sorted(self.elbo_local)}, got {family!r}")
+        return family
 
     def approximation_gap(self, family: str | None = None) -> torch.Tensor:
         """``log p̂(x) - L[q*]`` per point ``(N,)``."""
-        return self.log_p_hat - self.elbo_local[family or self.encoder_family]
+        return self.log_p_hat - self.elbo_local[self._family(family)]
 
     def amortization_gap(self, family: str | None = None) -> torch.Tensor:
         """``L[q*] - L[q]`` per point ``(N,)``."""
-        return self.elbo_local[family or self.encoder_family] - self.elbo_amortized
+        return self.elbo_local[self._family(family)] - self.elbo_amortized
 
     def inference_gap(self) -> torch.Tensor:
         """``log p̂(x) - L[q]`` per point ``(N,)``."""
         return self.log_p_hat - self.elbo_amortized
 
+    def hit_cap(self, family: str | None = None) -> float:
+        """The share of points whose q* optimization hit the step cap instead of converging."""
+        c = self.converged.get(self._family(family))
+        return float("nan") if c is None else 1.0 - c.float().mean().item()
+
     def rows(self) -> list[tuple[str, float, float]]:
         """``(row name, mean, standard error)`` in the layout of Cremer et al. (2018)'s Table 2; the approximation
-        and amortization gaps are those of the encoder's family (:attr:`encoder_family`)."""
+        and amortization gaps are those of the encoder's family (:attr:`encoder_family`; absent when unknown)."""
         out = [("log p̂(x)", *_mean_se(self.log_p_hat))]
         for family in ("flow", "mvn", "ffg"):
             if family in self.elbo_local:
                 out.append((f"L[q*_{FAMILY_NAMES[family]}]", *_mean_se(self.elbo_local[family])))
         out.append(("L[q]", *_mean_se(self.elbo_amortized)))
-        out.append(("Approximation gap", *_mean_se(self.approximation_gap())))
-        out.append(("Amortization gap", *_mean_se(self.amortization_gap())))
+        if self.encoder_family is not None:
+            out.append(("Approximation gap", *_mean_se(self.approximation_gap())))
+            out.append(("Amortization gap", *_mean_se(self.amortization_gap())))
         out.append(("Inference gap", *_mean_se(self.inference_gap())))
         return out
 
@@ -87,12 +177,16 @@ class InferenceGap:
         def t(v):
             return v.detach().cpu().tolist()
 
+        counts = {name: self.log_p_hat_from.count(name) for name in dict.fromkeys(self.log_p_hat_from)}
         out = {"encoder_family": self.encoder_family, "num_points": self.log_p_hat.numel(), "info": self.info,
                "summary": {name: {"mean": m, "stderr": s} for name, m, s in self.rows()},
                "mean_steps": {k: v.float().mean().item() for k, v in self.steps.items()},
+               "hit_step_cap": {k: 1.0 - v.float().mean().item() for k, v in self.converged.items()},
+               "log_p_hat_from": counts,
                "semi_amortized_curve": {str(k): _mean_se(v)[0] for k, v in self.curve.items()}}
         if per_point:
-            out["per_point"] = {"log_p_hat": t(self.log_p_hat), "elbo_amortized": t(self.elbo_amortized),
+            out["per_point"] = {"log_p_hat": t(self.log_p_hat), "log_p_hat_from": list(self.log_p_hat_from),
+                                "elbo_amortized": t(self.elbo_amortized),
                                 **{f"elbo_local_{k}": t(v) for k, v in self.elbo_local.items()},
                                 **{k: t(v) for k, v in self.estimates.items()}}
         return out
@@ -102,57 +196,83 @@ def inference_gap(
     model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, families=("ffg", "flow"),
     eval_samples: int = 5000, init: str = "guide", use_ais: bool = False, ais_kwargs: dict | None = None,
     record_steps=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), local_kwargs: dict | None = None,
-    seed: int = 0, progress: bool = False,
+    seed: int = 0, progress: bool = False, encoder_family: str | None = "auto", pilot_fraction: float = 0.1,
 ) -> InferenceGap:
     """Measure L[q], L[q*] for each family, log p̂(x), and the gaps, on the points ``x (N, ...)``.
 
-    :param guide: the amortized guide (``idx`` is passed to it too).
-    :param families: per-datapoint families to fit (``"ffg"``, ``"flow"``, ``"mvn"``); the encoder's family
-        (:func:`encoder_family`) is always included.
+    :param guide: the amortized guide.
+    :param x: ``(N, ...)`` data.
+    :param idx: ``(N,)`` the points' own indices (the model and every guide see them) or ``None``.
+    :param families: per-datapoint families to fit (``"ffg"``, ``"flow"``, ``"mvn"``); the encoder's family is
+        always included.
     :param int eval_samples: samples per point for every final bound (ELBOs and IWAE).
-    :param str init: ``"guide"`` starts every ``q*`` at the amortized guide's output, ``"prior"`` at ``N(0, I)``.
-    :param bool use_ais: include AIS (from the prior) in log p̂(x); ``ais_kwargs`` go to :func:`ais`.
+    :param str init: ``"guide"`` starts every ``q*`` at the amortized guide, ``"prior"`` at ``N(0, I)`` in the
+        latent space.
+    :param bool use_ais: include AIS (from the prior) among the candidates of log p̂(x); ``ais_kwargs`` go to
+        :func:`~ppl_vae.estimators.ais`.
     :param record_steps: steps at which the semi-amortized curve (encoder family, from the encoder) is recorded.
-    :param dict local_kwargs: options of :func:`fit_local_guide` (``max_steps``, ``lr``, ``num_samples``...).
+    :param dict local_kwargs: options of :func:`~ppl_vae.gap.local_fit.fit_local_guide` (``max_steps``, ``lr``...).
+    :param int seed: seeds Pyro's random streams first.
+    :param encoder_family: the per-datapoint family that contains the guide's family: ``"auto"`` recognises it
+        (:func:`encoder_family`), ``None`` reports no approximation/amortization split.
+    :param float pilot_fraction: the share of each estimator's budget spent on the pilot that chooses log p̂'s
+        estimator per point (:func:`~ppl_vae.estimators.select_by_pilot`).
+    :returns: :class:`InferenceGap`.
+    :raises ValueError: for bad options, or a pair that breaks the conventions (naming the site).
     """
     if init not in ("guide", "prior"):
         raise ValueError(f"Expected init 'guide' or 'prior', got {init!r}")
+    unknown = [f for f in families if f not in FAMILY_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown per-datapoint families {unknown}; expected some of {sorted(FAMILY_NAMES)}")
+    if not 0 < pilot_fraction <= 1:
+        raise ValueError(f"Expected 0 < pilot_fraction <= 1, got {pilot_fraction}")
     local_kwargs = dict(local_kwargs or {})
-    if idx is None:
-        idx = torch.arange(x.shape[0], device=x.device)
-    enc = encoder_family(guide)
-    families = list(dict.fromkeys([enc, *families]))
+    idx = default_idx(x, idx)
+    enc = _recognise_family(guide, model, x, idx) if encoder_family == "auto" else encoder_family
+    if enc is not None and enc not in FAMILY_NAMES:
+        raise ValueError(f"Expected encoder_family among {sorted(FAMILY_NAMES)}, 'auto' or None, got {enc!r}")
+    families = list(dict.fromkeys(([enc] if enc else []) + list(families)))
     pyro.set_rng_seed(seed)
-    estimates = {}
-    elbo_q, iwae_q, khat_q = elbo_and_iwae(model, guide, x, idx, eval_samples, progress=progress, desc="L[q]")
-    estimates["iwae_amortized"] = iwae_q.per_point
-    khats = {"iwae_amortized": khat_q}
-    elbo_local, steps, curve = {}, {}, {}
+    estimates, khats, full, proposals = {}, {}, {}, {"iwae_amortized": guide}
+    elbo_q, iwae_q, khats["iwae_amortized"] = elbo_and_iwae(model, guide, x, idx, eval_samples, progress=progress,
+                                                            desc="L[q]")
+    full["iwae_amortized"] = iwae_q.per_point
+    elbo_local, steps, converged, curve = {}, {}, {}, {}
     for family in families:
-        fit = fit_local_guide(model, x, family, init_guide=guide if init == "guide" else None,
-                              record_steps=record_steps if family == enc else (), progress=progress,
-                              **local_kwargs)
-        local_idx = torch.arange(x.shape[0], device=x.device)
-        e, i, k = elbo_and_iwae(model, fit.guide, x, local_idx, eval_samples, progress=progress,
-                                desc=f"L[q*_{family}]")
-        elbo_local[family], steps[family] = e.per_point, fit.steps
-        estimates[f"iwae_local_{family}"] = i.per_point
-        khats[f"iwae_local_{family}"] = k
+        fit = fit_local_guide(model, x, idx, family, init_guide=guide if init == "guide" else None,
+                              record_steps=record_steps if family == enc else (), progress=progress, **local_kwargs)
+        e, i, k = elbo_and_iwae(model, fit.guide, x, idx, eval_samples, progress=progress, desc=f"L[q*_{family}]")
+        elbo_local[family], steps[family], converged[family] = e.per_point, fit.steps, fit.converged
+        full[f"iwae_local_{family}"], khats[f"iwae_local_{family}"] = i.per_point, k
+        proposals[f"iwae_local_{family}"] = fit.guide
         if family == enc:
             curve = fit.curve
+    ais_kwargs = dict(ais_kwargs or {})
     if use_ais:
-        estimates["ais"] = ais_estimator(model, x, idx, progress=progress, **(ais_kwargs or {})).per_point
-    # log p̂(x): per point, the best of IWAE with the encoder (as Cremer et al.), AIS, and IWAE with each q* as
-    # proposal where its Pareto k̂ says the importance weights are reliable (a heavy-tailed proposal's IWAE can
-    # land far above log p(x), and a max over estimates would keep exactly that)
-    candidates = []
-    for name, values in estimates.items():
-        if name.startswith("iwae_local_"):
-            values = torch.where(khats[name] < khat_threshold(eval_samples), values, torch.full_like(values, -math.inf))
-        candidates.append(values)
-    log_p_hat = torch.stack(candidates).max(0).values
+        full["ais"] = ais_estimator(model, x, idx, progress=progress, **ais_kwargs).per_point
+    # log p̂(x): per point, the candidate that wins an independent pilot, evaluated with the full budget above
+    pilot_samples = max(1, round(pilot_fraction * eval_samples))
+    pilot, pilot_khat = {}, {}
+    for name, g in proposals.items():
+        _, iw, pilot_khat[name] = elbo_and_iwae(model, g, x, idx, pilot_samples)
+        pilot[name] = iw.per_point
+    if use_ais:
+        chains = max(1, round(pilot_fraction * ais_kwargs.get("num_chains", 16)))
+        pilot["ais"] = ais_estimator(model, x, idx, **{**ais_kwargs, "num_chains": chains}).per_point
+    log_p_hat, chosen = select_by_pilot(full, pilot, pilot_khat, khat_threshold(pilot_samples))
+    estimates.update(full)
     estimates.update({f"khat_{name}": k.to(log_p_hat.dtype) for name, k in khats.items()})
-    info = {"eval_samples": eval_samples, "init": init, "families": families,
-            "log_p_hat_from": [n for n in estimates if not n.startswith("khat_")],
-            "local_fit": local_kwargs, "seed": seed}
-    return InferenceGap(log_p_hat, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info)
+    info = {"eval_samples": eval_samples, "init": init, "families": families, "log_p_hat_candidates": list(full),
+            "pilot_fraction": pilot_fraction, "local_fit": local_kwargs, "seed": seed,
+            "ais": ais_kwargs if use_ais else None}
+    gap = InferenceGap(log_p_hat, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info, converged, chosen)
+    if enc is not None:
+        amort = gap.amortization_gap()
+        mean, se = _mean_se(amort)
+        if mean < -3 * max(se, 1e-12):
+            logger.warning("The amortization gap is negative beyond its Monte-Carlo error (%.3f ± %.3f nats): q*_%s "
+                           "does not contain the encoder's family; name the family that does with encoder_family=",
+                           mean, se, enc)
+            gap.info["warning"] = f"amortization gap {mean:.3f} ± {se:.3f} < 0: q*_{enc} may not contain the encoder"
+    return gap

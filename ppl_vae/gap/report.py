@@ -3,6 +3,7 @@ JSON a report is saved as. Text only; the figures are :mod:`ppl_vae.figures.gap`
 :mod:`ppl_vae.jobs.gap`."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .decomposition import FAMILY_NAMES, InferenceGap
@@ -12,7 +13,8 @@ __all__ = ["GapReport", "GapOverTraining", "markdown_table"]
 
 def markdown_table(columns: dict[str, InferenceGap]) -> str:
     """A Markdown table with one column per study (e.g. per training guide or per split), rows as in
-    Cremer et al.'s Table 2, cells ``mean ± s.e.``; a last row names the q* family each column's gaps use.
+    Cremer et al.'s Table 2, cells ``mean ± s.e.``; last rows name the q* family each column's gaps use and the
+    share of points whose q* hit the step cap.
 
     :param dict columns: column title -> :class:`~ppl_vae.gap.InferenceGap`.
     :returns: the table.
@@ -21,7 +23,7 @@ def markdown_table(columns: dict[str, InferenceGap]) -> str:
     if not columns:
         raise ValueError("Expected at least one column, got none")
     names = list(columns)
-    rows = [r[0] for r in next(iter(columns.values())).rows()]
+    rows = list(dict.fromkeys(r[0] for g in columns.values() for r in g.rows()))
     values = {c: {r[0]: r for r in g.rows()} for c, g in columns.items()}
     lines = ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for row in rows:
@@ -30,7 +32,12 @@ def markdown_table(columns: dict[str, InferenceGap]) -> str:
             r = values[c].get(row)
             cells.append("" if r is None else f"{r[1]:.2f} ± {r[2]:.2f}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    lines.append("| gaps measured with | " + " | ".join(f"q*_{FAMILY_NAMES[columns[c].encoder_family]}" for c in names) + " |")
+    families = [columns[c].encoder_family for c in names]
+    lines.append("| gaps measured with | " + " | ".join("—" if f is None else f"q*_{FAMILY_NAMES[f]}" for f in families)
+                 + " |")
+    caps = [columns[c].hit_cap() if columns[c].encoder_family is not None else float("nan") for c in names]
+    lines.append("| q* hit the step cap | " + " | ".join("—" if math.isnan(v) else f"{100 * v:.0f} %" for v in caps)
+                 + " |")
     return "\n".join(lines)
 
 

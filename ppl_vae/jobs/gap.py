@@ -100,11 +100,12 @@ def gap_run(
         logger.info("measuring the gap on %d %s points", x.shape[0], split)
         columns[f"{split} ({x.shape[0]} points)"] = _measure(run, x, idx, families, eval_samples, init, max_steps, lr,
                                                              local_samples, ais_steps, ais_chains, seed, progress)
-    sources = ", ".join(next(iter(columns.values())).info["log_p_hat_from"])
+    sources = ", ".join(next(iter(columns.values())).info["log_p_hat_candidates"])
     description = (f"Inference gap of `{run.path}` (epoch {run.epoch}, guide {run.config.guide}, dataset "
                    f"{run.config.dataset}, binarization {run.config.binarize}); bounds with {eval_samples} samples "
                    f"per point, q* fitted from the {init} with Adam (lr {lr}, {local_samples} samples/step, at most "
-                   f"{max_steps} steps); log p̂(x) is the per-point best of {sources}.")
+                   f"{max_steps} steps); log p̂(x) comes, for each point, from one of {sources}, chosen on an "
+                   "independent pilot run and evaluated afresh (a stochastic lower bound of log p(x)).")
     return GapReport(columns, description, {"run": str(run.path), "epoch": run.epoch})
 
 

@@ -42,11 +42,12 @@ def plot_run(run: Run | str | os.PathLike, out_dir: str | os.PathLike, *, n: int
     names = []
     with staged_directory(out_dir) as stage:
         torch.manual_seed(seed)
-        names.append(plot_prior_samples(run.model, stage / "prior_samples.png").name)
+        names.append(plot_prior_samples(run.model, stage / "prior_samples.png", data.x).name)
         names.append(plot_history(run.history, stage / "elbo_curves.png").name)
         if hasattr(run.model, "decode") and run.config.model != "vqvae":  # models with a continuous latent site
             names.append(plot_reconstructions(run.model, run.guide, data.x, stage / "reconstructions.png").name)
-            names.append(plot_latent_space(run.guide, data.x[:n], data.labels[:n], stage / "latent_space.png").name)
+            names.append(plot_latent_space(run.guide, data.x[:n], data.labels[:n], stage / "latent_space.png",
+                                           model=run.model).name)
         if run.history.get("kl_per_dim"):
             names.append(plot_collapse(torch.tensor(run.history["kl_per_dim"]), stage / "kl_per_dimension.png",
                                        title=f"KL per latent dimension over training (active units at the end: "

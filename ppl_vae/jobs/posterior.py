@@ -70,7 +70,7 @@ class PosteriorReport:
     :ivar idata: the ``arviz.InferenceData`` (layout in :mod:`ppl_vae.posterior`).
     :ivar list rows: :func:`ppl_vae.posterior.diagnostics` of ``idata``.
     :ivar model: the run's generative model (for the 2-D figures).
-    :ivar dict guides: sampler name -> ``(guide, indices)`` of every guide drawn from (not NUTS).
+    :ivar dict guides: sampler name -> every guide drawn from (not NUTS), each called with ``idx``.
     :ivar x: ``(P, D)`` the data points.
     :ivar idx: ``(P,)`` their indices in the split.
     :ivar dict draws: sampler name -> :class:`ppl_vae.posterior.Draws`, as drawn (on the run's device).
@@ -118,9 +118,9 @@ class PosteriorReport:
                 if "nuts" in self.draws:
                     nuts = self.draws["nuts"]["latents"][site]
                     extra["NUTS"] = nuts.reshape(-1, *nuts.shape[2:])[::4]
-                figs.plot_posterior_grid(self.model, self.guides, self.x, stage / "posterior_grid.png",
+                figs.plot_posterior_grid(self.model, self.guides, self.x, stage / "posterior_grid.png", idx=self.idx,
                                          labels=self.idx, draws=extra)
-                figs.plot_manifold(self.model, stage / "manifold.png")
+                figs.plot_manifold(self.model, stage / "manifold.png", self.x)
             names = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
         return [Path(out_dir) / p for p in names]
 
@@ -179,12 +179,11 @@ def posterior_run(
             samples["nuts"], _ = post.nuts_draws(run.model, x, idx, chains, draws, warmup, seed, progress=progress)
             continue
         if name == "amortized":
-            guide, gidx = run.guide, idx
+            guide = run.guide
         else:
-            fit = fit_local_guide(run.model, x, name, init_guide=run.guide if run.amortized else None,
-                                  max_steps=max_steps, seed=seed)
-            guide, gidx = fit.guide, torch.arange(len(idx), device=x.device)
-        fitted[name] = (guide, gidx)
-        samples[name] = post.guide_draws(run.model, guide, x, gidx, chains, draws)
+            guide = fit_local_guide(run.model, x, idx, name, init_guide=run.guide if run.amortized else None,
+                                    max_steps=max_steps, seed=seed).guide
+        fitted[name] = guide
+        samples[name] = post.guide_draws(run.model, guide, x, idx, chains, draws)
     idata = post.to_inference_data(samples, x, idx, attrs={"run": str(run.path), "split": split})
     return PosteriorReport(idata, post.diagnostics(idata), run.model, fitted, x, idx, samples)

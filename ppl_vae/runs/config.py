@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pyro.infer
 import torch
 
-from ppl_vae.conventions import latent_sites
 from ppl_vae.guides import AmortizedFlow, AmortizedNormal, PerDatapointNormal
+from ppl_vae.latent_space import LatentSpace
 from ppl_vae.objectives import IWAE_ELBO
 
 from .zoo import build_zoo_guide, build_zoo_model, build_zoo_objective
@@ -113,8 +113,7 @@ def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points:
                                        num_flows=config.num_flows, flow=config.flow)
     if num_points is None:
         raise ValueError("The per-datapoint guide 'ffg' needs the number of training points")
-    sites = {n: s.event_numel for n, s in latent_sites(model, x_example).items()}
-    return PerDatapointNormal(sites, num_points)
+    return PerDatapointNormal(LatentSpace(model, x_example), num_points)
 
 
 def build_objective(config: TrainConfig):

@@ -57,9 +57,13 @@ def test_guide_contract(name, tmp_path):
 
 def test_per_datapoint_guide_index_errors():
     guide = PerDatapointNormal({"z": 2}, 5)
-    with pytest.raises(ValueError, match="Expected idx for a batch of 3 points out of 5"):
-        guide(torch.zeros(3, 4))
-    with pytest.raises(ValueError, match="idx out of range"):
+    with pytest.raises(ValueError, match=r"idx out of range: .* 5 points, got idx \[7\]"):
         guide(torch.zeros(2, 4), torch.tensor([0, 7]))
+    keyed = PerDatapointNormal({"z": 2}, torch.tensor([40, 10, 30]))  # rows looked up by the points' own indices
+    assert torch.equal(keyed.points(torch.tensor([30, 40])), torch.tensor([2, 0]))
+    with pytest.raises(ValueError, match=r"got idx \[20\] that are not among them"):
+        keyed(torch.zeros(1, 4), torch.tensor([20]))
+    with pytest.raises(ValueError, match="Expected distinct point indices"):
+        PerDatapointNormal({"z": 2}, torch.tensor([1, 1]))
     with pytest.raises(ValueError, match="Unknown per-datapoint flow"):
         PerDatapointFlow({"z": 2}, 5, flow="iaf")

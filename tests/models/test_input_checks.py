@@ -37,7 +37,7 @@ def _pair(name):
 BAD = {
     "times 255": (lambda x: x * 255, r"pixels outside \[0, 1\] \(min 0, max 255\)"),
     "negative": (lambda x: x - 0.5, r"pixels outside \[0, 1\]"),
-    "NaN": (lambda x: torch.where(torch.arange(X_DIM) == 3, torch.nan, x), r"NaN or infinite pixels \(first bad rows"),
+    "NaN": (lambda x: torch.where(torch.arange(X_DIM) == 3, torch.nan, x), r"NaN or infinite (pixels|values) \(first bad rows"),
     "image-shaped": (lambda x: x.reshape(-1, 3, 4), rf"Expected x of shape \(N, {X_DIM}\).*got \(\d+, 3, 4\)"),
 }
 
