@@ -47,7 +47,14 @@ class AmortizedNormal(nn.Module):
 
     Example::
 
-        guide = AmortizedNormal.for_model(model, x, hidden=(200, 200))
+        >>> import torch
+        >>> from ppl_vae.conventions import check_pair
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import BernoulliVAE
+        >>> model, x = BernoulliVAE(z_dim=3, hidden=(16,)), torch.rand(5, 784).bernoulli()
+        >>> guide = AmortizedNormal.for_model(model, x, hidden=(200, 200))
+        >>> list(check_pair(model, guide, x))          # samples exactly the model's latent sites
+        ['z']
     """
 
     def __init__(self, x_dim: int, space: LatentSpace | dict[str, int], hidden: tuple[int, ...] = (200, 200),

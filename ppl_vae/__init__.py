@@ -1,11 +1,11 @@
 """ppl_vae: variational autoencoders in Pyro, and tools to measure why their bound is loose.
 
 Layout: ``ppl_vae.models`` (Pyro models), ``ppl_vae.guides`` (guides), and the engine grouped by role. Imports
-point one way: core (:mod:`~ppl_vae.conventions`, :mod:`~ppl_vae.data`, :mod:`~ppl_vae.estimators`,
-:mod:`~ppl_vae.objectives`, :mod:`~ppl_vae.nn`) <- models, guides <- :mod:`~ppl_vae.gap`,
-:mod:`~ppl_vae.posterior`, :mod:`~ppl_vae.training`, :mod:`~ppl_vae.diagnostics`, :mod:`~ppl_vae.figures` <-
-:mod:`~ppl_vae.runs` <- :mod:`~ppl_vae.jobs` <- :mod:`~ppl_vae.cli`. See :mod:`ppl_vae.conventions` for what a
-model/guide pair must follow.
+point one way: core (:mod:`~ppl_vae.conventions`, :mod:`~ppl_vae.traces`, :mod:`~ppl_vae.latent_space`,
+:mod:`~ppl_vae.data`, :mod:`~ppl_vae.estimators`, :mod:`~ppl_vae.objectives`, :mod:`~ppl_vae.nn`) <- models, guides
+<- :mod:`~ppl_vae.gap`, :mod:`~ppl_vae.posterior`, :mod:`~ppl_vae.training`, :mod:`~ppl_vae.diagnostics`,
+:mod:`~ppl_vae.figures` <- :mod:`~ppl_vae.runs` <- :mod:`~ppl_vae.jobs` <- :mod:`~ppl_vae.cli`. See
+:mod:`ppl_vae.conventions` for what a model/guide pair must follow.
 
 The main entry points are available from the top, loaded on first use (PEP 562), so that ``import ppl_vae`` and
 ``ppl-vae --help`` do not import torch and pyro::

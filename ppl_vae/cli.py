@@ -1,6 +1,8 @@
 """The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``posterior``, ``plot``.
 
-Examples::
+Examples:
+
+.. code-block:: bash
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000

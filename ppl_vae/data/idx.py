@@ -69,7 +69,10 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
 
 
 def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> None:
-    """Write a ``uint8`` or ``int8`` tensor as an IDX file (gzip-compressed if ``path`` ends in ``.gz``)."""
+    """Write a ``uint8`` or ``int8`` tensor as an IDX file (gzip-compressed if ``path`` ends in ``.gz``).
+
+    :raises ValueError: if the tensor is neither ``uint8`` nor ``int8``.
+    """
     array = tensor.detach().cpu().numpy()
     if array.dtype not in _CODES:
         raise ValueError(f"write_idx supports uint8 and int8 tensors, got {array.dtype}")

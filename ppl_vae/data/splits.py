@@ -184,6 +184,8 @@ def make_loader(images: ImageSet, batch_size: int = 100, shuffle: bool = True, s
 
     Shuffling and dynamic binarization are driven by generators seeded with ``seed``, so a run is
     reproducible; the shuffle generator's state is saved in checkpoints by the trainer.
+
+    :raises ValueError: if ``batch_size < 1``.
     """
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1, got {batch_size}")

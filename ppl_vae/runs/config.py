@@ -86,6 +86,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The configuration saved as ``d`` (``config.json``, a checkpoint's ``config``).
+
+        :raises ValueError: for keys that are not fields of :class:`TrainConfig`.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -102,7 +106,10 @@ def build_model(config: TrainConfig, x_dim: int) -> torch.nn.Module:
 
 def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points: int | None = None) -> torch.nn.Module:
     """``"amortized"``: the FFG encoder; ``"flow"``: the encoder followed by ``num_flows`` conditional ``flow``
-    transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized)."""
+    transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized).
+
+    :raises ValueError: if the per-datapoint guide is asked for without ``num_points``.
+    """
     if config.model != "vae":
         return build_zoo_guide(config, model, x_example)
     hidden = tuple(reversed(config.hidden))

@@ -37,6 +37,10 @@ COLLAPSE_POINTS = 1000  # validation points for the per-epoch KL-per-dimension a
 
 
 def resolve_device(name: str) -> torch.device:
+    """The ``torch.device`` called ``name``, checked to exist on this machine.
+
+    :raises ValueError: if CUDA is asked for and not available, or the device index does not exist.
+    """
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} requested but CUDA is not available on this machine (use --device cpu)")
@@ -86,6 +90,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     with the optimizer, data order and random streams as they were, so that 2 epochs then 1 more equal 3.
 
     :raises TrainingDiverged: on a NaN/inf loss; the last good checkpoint is kept on disk.
+    :raises ValueError: if ``run_dir`` already holds a run and ``resume`` is false.
     """
     run_dir = Path(run_dir)
     state = None
@@ -182,6 +187,7 @@ def load_run(run_dir, device: str = "cpu", checkpoint: str | Path | None = None)
     e.g. ``checkpoints/epoch_0010.pt``) for evaluation.
 
     :raises CheckpointError: if the checkpoint is missing, truncated or corrupt.
+    :raises ValueError: if the checkpoint's tensors do not match its configuration.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)

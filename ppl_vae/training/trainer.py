@@ -27,7 +27,8 @@ class TrainingDiverged(FloatingPointError):
 class Trainer:
     """SVI on ``model(x, idx)`` / ``guide(x, idx)`` with the Pyro ELBO ``objective``.
 
-    :param model: Pyro model (function or ``nn.Module``). :param guide: Pyro guide, same signature.
+    :param model: Pyro model (function or ``nn.Module``).
+    :param guide: Pyro guide, same signature.
     :param objective: an object with ``differentiable_loss(model, guide, x, idx)`` (Pyro's ELBOs have it).
     :param float lr: Adam learning rate.
     :param modules: further ``nn.Module`` s whose parameters are trained (e.g. the module behind a model wrapped
