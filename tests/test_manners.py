@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # the one-way layering: a module may import its own layer and the layers below, never above
 LAYERS = {
-    "ppl_vae.conventions": 0, "ppl_vae.traces": 0, "ppl_vae.latent_space": 0, "ppl_vae.data": 0, "ppl_vae.estimators": 0, "ppl_vae.objectives": 0, "ppl_vae.nn": 0,
+    "ppl_vae.conventions": 0, "ppl_vae.traces": 0, "ppl_vae.latent_space": 0, "ppl_vae.data": 0, "ppl_vae.estimators": 0,
+    "ppl_vae.objectives": 0, "ppl_vae.nn": 0,
     "ppl_vae.models": 1, "ppl_vae.guides": 1,
     "ppl_vae.gap": 2, "ppl_vae.posterior": 2, "ppl_vae.training": 2, "ppl_vae.diagnostics": 2, "ppl_vae.figures": 2,
     "ppl_vae.runs": 3,
@@ -180,3 +181,50 @@ def test_the_command_lines_choices_are_the_librarys():
     assert cli.FLOWS == tuple(sorted(FLOWS)) and cli.ACTIVATIONS == tuple(sorted(ACTIVATIONS))
     assert cli.SPLITS == SPLITS and cli.FAMILIES == FAMILIES and cli.SAMPLERS == SAMPLERS
     assert cli.CHECKPOINT == CHECKPOINT
+
+
+def test_the_command_line_has_the_apis_defaults():
+    """One code path, one set of defaults: every option's default is the default of the library parameter it sets."""
+    import dataclasses
+    import inspect
+
+    from ppl_vae.jobs import evaluate_run, gap_run, plot_run, posterior_run
+    from ppl_vae.runs.config import TrainConfig
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+
+    def defaults(command):
+        return {a.dest: a.default for a in subparsers[command]._actions if a.dest not in ("help", "debug")}
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    renamed = {"valid_size": "valid_size"}
+    train = defaults("train")
+    for dest, value in train.items():
+        if dest in ("out", "resume", "quiet"):
+            continue
+        expected = fields[renamed.get(dest, dest)]
+        assert (tuple(value) if isinstance(value, list) else value) == expected, dest
+
+    def params(fn):
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items()}
+
+    cases = {
+        "evaluate": (evaluate_run, {"samples": "num_samples", "iwae": "iwae_samples", "prior_mc": "prior_mc_samples",
+                                    "ais_chains": "ais_chains", "ais_leapfrog": "ais_leapfrog"}),
+        "gap": (gap_run, {"split": "splits"}),
+        "posterior": (posterior_run, {}),
+        "plot": (plot_run, {}),
+    }
+    fallbacks = {"ais_chains": 16, "ais_leapfrog": 10}  # the command's value when the option is not given
+    for command, (fn, renames) in cases.items():
+        api = params(fn)
+        for dest, value in defaults(command).items():
+            if dest in ("run", "out", "quiet", "ais", "ais_steps", "ais_from_guide", "over_training", "device"):
+                continue
+            name = renames.get(dest, dest)
+            value = fallbacks.get(dest, value) if value is None and dest in fallbacks else value
+            value = tuple(value) if isinstance(value, list) else value
+            assert name in api, f"{command} --{dest}: no parameter {name} in {fn.__name__}"
+            assert value == api[name], f"{command} --{dest}: {value!r} vs {fn.__name__}({name}={api[name]!r})"
+        assert defaults(command)["device"] == api["device"] == "cpu"
