@@ -81,3 +81,14 @@ def test_plot(run, tmp_path, float32):
     assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "cli").iterdir())
     for p in written:
         assert p.stat().st_size > 3000
+
+
+def test_plot_of_a_run_on_32_by_32_images(tmp_path, float32):
+    """Images of another size than 28 x 28 train, evaluate and plot (the figures tile images of any square size)."""
+    from tests.fixtures_runs import fake_idx_dataset
+
+    run = train_tiny(tmp_path / "run", fake_idx_dataset(tmp_path / "data", side=32))
+    assert main(["evaluate", run, "--n", "5", "--quiet"]) == 0
+    assert main(["plot", run, "--n", "10"]) == 0
+    assert sorted(p.name for p in (tmp_path / "run" / "figures").iterdir()) == [
+        "elbo_curves.png", "kl_per_dimension.png", "latent_space.png", "prior_samples.png", "reconstructions.png"]
