@@ -100,16 +100,17 @@ class VQVAE(nn.Module):
 
     Example::
 
-        >>> from ppl_vae.data import load_splits, make_loader
+        >>> from ppl_vae.data import ImageSet, load_splits, make_loader
         >>> from ppl_vae.models import VQVAE
         >>> from ppl_vae.training import train_vqvae
         >>> splits = load_splits(valid_size=0)
+        >>> train = ImageSet(splits.train.x[:500], splits.train.labels[:500])
         >>> vq = VQVAE(num_latents=8, code_dim=16, num_codes=64)
-        >>> history = train_vqvae(vq, make_loader(splits.train, 100), epochs=1)
+        >>> history = train_vqvae(vq, make_loader(train, 100), epochs=1)
         >>> codes = vq.encode_indices(splits.test.x)            # long in [0, 64)
         >>> codes.shape, bool((codes >= 0).all() and (codes < 64).all())
         (torch.Size([1000, 8]), True)
-        >>> vq.sample(16, prior=vq.fit_prior(splits.train.x)).shape
+        >>> vq.sample(16, prior=vq.fit_prior(train.x)).shape
         torch.Size([16, 784])
     """
 

@@ -59,10 +59,11 @@ def test_gap_over_training(run, tmp_path, float32):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # NUTS and ArviZ's figures, twice: about 12 s on 2 cores
 def test_posterior(run, tmp_path, float32):
     assert main(["posterior", run, "--points", "0", "2", "--guides", "amortized", "ffg", "nuts", "--chains", "2",
-                 "--draws", "20", "--warmup", "20", "--max-steps", "10", "--quiet", "--out", str(tmp_path / "cli")]) == 0
-    report = posterior_run(run, (0, 2), guides=("amortized", "ffg", "nuts"), chains=2, draws=20, warmup=20, max_steps=10)
+                 "--draws", "10", "--warmup", "10", "--max-steps", "10", "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    report = posterior_run(run, (0, 2), guides=("amortized", "ffg", "nuts"), chains=2, draws=10, warmup=10, max_steps=10)
     written = report.save(tmp_path / "api")
     assert sorted(p.name for p in written) == sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert (tmp_path / "cli" / "diagnostics.json").read_bytes() == (tmp_path / "api" / "diagnostics.json").read_bytes()
