@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 
+import pyro
 import pytest
 import torch
 
@@ -221,12 +222,20 @@ def _api_cases(world):
     nan = x.clone()
     nan[1, 3] = math.nan
     base = dict(dataset="mnist", data_dir=world["ok"], z_dim=2, hidden=(8,), epochs=1)
+
+    def foreign_guide(x, idx=None):  # samples a site the model does not have
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("w", pyro.distributions.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+
     return [
         ("images x 255 (evaluate)", lambda: evaluate(model, guide, x * 255, iwae_samples=10), DataError,
          r"pixels outside \[0, 1\] \(min 0, max 255\)"),
         ("images x 255 (iwae_bound)", lambda: iwae_bound(model, guide, x * 255, num_samples=10), DataError, r"outside \[0, 1\]"),
-        ("images x 255 (Trainer.step)", lambda: Trainer(model, guide, __import__("pyro").infer.Trace_ELBO()).step(x * 255),
+        ("images x 255 (Trainer.step)", lambda: Trainer(model, guide, pyro.infer.Trace_ELBO()).step(x * 255),
          DataError, r"outside \[0, 1\]"),
+        ("guide sites not the model's (Trainer.step)", lambda: Trainer(model, foreign_guide, pyro.infer.Trace_ELBO()).step(x),
+         ValueError, r"Guide sites do not match the model's latent sites: model has \['z'\], guide samples \['w'\]"),
+        ("guide sites not the model's (elbo)", lambda: elbo(model, foreign_guide, x), ValueError, r"Guide sites do not match"),
         ("NaN pixels (elbo)", lambda: elbo(model, guide, nan), DataError, r"NaN or infinite (pixels|values) \(first bad rows: \[1\]\)"),
         ("images of another size (evaluate)", lambda: evaluate(model, guide, torch.rand(4, 1024)), DataError,
          r"Expected x with 784 pixels per image, got shape \(4, 1024\)"),
