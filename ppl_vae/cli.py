@@ -149,17 +149,19 @@ def _out_file(text: str) -> str:
 
 # -- the commands: parse, call one library function, show the result -----------------------------------------------
 
+TRAIN_OPTIONS = ("dataset", "data_dir", "binarize", "valid_size", "model", "guide", "z_dim", "hidden", "activation", "elbo",
+                 "k", "lr", "batch_size", "epochs", "seed", "device", "flow", "num_flows", "keep_every", "beta",
+                 "warmup_steps", "cycle_steps", "free_bits", "gamma")  # the TrainConfig fields set by options
+
+
 def _train(args) -> int:
     from ppl_vae.runs import TrainConfig, train_run
 
-    config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, binarize=args.binarize, valid_size=args.valid_size,
-        z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
-        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every, model=args.model,
-        beta=args.beta, warmup_steps=args.warmup_steps, cycle_steps=args.cycle_steps, free_bits=args.free_bits,
-        gamma=args.gamma,
-    )
+    # options left out take TrainConfig's defaults: one set of defaults for the command line and the API
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    config = TrainConfig(**given)
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run.path}")
     return 0
@@ -240,16 +242,16 @@ def _check_combinations(args) -> None:
                 error(f"argument {option}: expected distinct values, got {' '.join(map(str, values))}")
     if args.command == "train" and args.resume and not (Path(args.out) / CHECKPOINT).is_file():
         error(f"argument --resume: {args.out!r} holds no {CHECKPOINT} to resume")
-    if args.command == "train" and args.data_dir is not None and args.dataset == "fashion-mnist-small":
+    if args.command == "train" and args.data_dir is not None and args.dataset in (None, "fashion-mnist-small"):
         error("argument --data-dir: applies to --dataset mnist or fashion-mnist, not the embedded fashion-mnist-small")
 
 
-def _common(debug_default=argparse.SUPPRESS) -> argparse.ArgumentParser:
+def _common(seed: int | None = 0, device: str | None = "cpu") -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N or mps (default cpu)")
-    common.add_argument("--seed", type=_integer(0), default=0)
+    common.add_argument("--device", default=device, type=_device, help="cpu, cuda, cuda:N or mps (default cpu)")
+    common.add_argument("--seed", type=_integer(0), default=seed, help="default 0")
     common.add_argument("--quiet", action="store_true", help="no progress bars or informational messages")
-    common.add_argument("--debug", action="store_true", default=debug_default,
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error, and debug messages")
     return common
 
@@ -264,40 +266,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error, and debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     common = _common()
+    train_common = _common(seed=None, device=None)  # train: TrainConfig's defaults
     positive, natural = _integer(1), _integer(0)
 
-    t = sub.add_parser("train", parents=[common], help="train a VAE with SVI and save a run directory")
+    t = sub.add_parser("train", parents=[train_common], help="train a VAE with SVI and save a run directory",
+                       description="Options left out take the defaults of ppl_vae.runs.TrainConfig (named in the help).")
     t.add_argument("--out", required=True, type=_out_dir, help="run directory")
-    t.add_argument("--dataset", default="fashion-mnist-small", choices=DATASETS)
+    t.add_argument("--dataset", default=None, choices=DATASETS, help="default fashion-mnist-small")
     t.add_argument("--data-dir", default=None, type=_existing_dir,
                    help="the directory with the IDX files, and the only one looked in (else $PPL_VAE_DATA, cache, "
                         "/usr/share/datasets)")
-    t.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS)
-    t.add_argument("--valid-size", default=0.1, type=_valid_size,
-                   help="held-out training images: a count (5000) or a fraction in [0, 1) (0.1)")
-    t.add_argument("--model", default="vae", choices=MODELS,
-                   help="vae; ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
-    t.add_argument("--beta", type=_number(), default=1.0, help="weight of the KL term (beta-VAE); the warm-up's final value")
-    t.add_argument("--warmup-steps", type=natural, default=0, help="linear KL warm-up over this many steps")
-    t.add_argument("--cycle-steps", type=natural, default=0, help="cyclical KL annealing with this period (steps)")
-    t.add_argument("--free-bits", type=_number(), default=0.0, metavar="LAMBDA",
+    t.add_argument("--binarize", default=None, choices=BINARIZATIONS, help="default dynamic")
+    t.add_argument("--valid-size", default=None, type=_valid_size,
+                   help="held-out training images: a count (5000) or a fraction in [0, 1) (default 0.1)")
+    t.add_argument("--model", default=None, choices=MODELS,
+                   help="vae (default); ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
+    t.add_argument("--beta", type=_number(), default=None, help="weight of the KL term (beta-VAE); the warm-up's final value (default 1)")
+    t.add_argument("--warmup-steps", type=natural, default=None, help="linear KL warm-up over this many steps")
+    t.add_argument("--cycle-steps", type=natural, default=None, help="cyclical KL annealing with this period (steps)")
+    t.add_argument("--free-bits", type=_number(), default=None, metavar="LAMBDA",
                    help="free bits: KL floor per latent dimension (nats)")
-    t.add_argument("--gamma", type=_number(), default=1.0, help="VAE-GAN: weight of the feature likelihood for the decoder")
-    t.add_argument("--z-dim", type=positive, default=50)
-    t.add_argument("--hidden", type=positive, nargs="+", default=[200, 200])
-    t.add_argument("--activation", default="elu", choices=ACTIVATIONS)
-    t.add_argument("--elbo", default="trace", choices=OBJECTIVES,
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
-    t.add_argument("--k", type=positive, default=1, help="particles per data point (IWAE's K)")
-    t.add_argument("--guide", default="amortized", choices=GUIDES,
-                   help="amortized: FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
-    t.add_argument("--flow", default="iaf", choices=FLOWS, help="transform of --guide flow")
-    t.add_argument("--num-flows", type=positive, default=2, help="transforms of --guide flow")
-    t.add_argument("--keep-every", type=natural, default=0, metavar="E",
+    t.add_argument("--gamma", type=_number(), default=None, help="VAE-GAN: weight of the feature likelihood for the decoder (default 1)")
+    t.add_argument("--z-dim", type=positive, default=None, help="default 50")
+    t.add_argument("--hidden", type=positive, nargs="+", default=None, help="default 200 200")
+    t.add_argument("--activation", default=None, choices=ACTIVATIONS, help="default elu")
+    t.add_argument("--elbo", default=None, choices=OBJECTIVES,
+                   help="trace (default): Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
+    t.add_argument("--k", type=positive, default=None, help="particles per data point (IWAE's K; default 1)")
+    t.add_argument("--guide", default=None, choices=GUIDES,
+                   help="amortized (default): FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
+    t.add_argument("--flow", default=None, choices=FLOWS, help="transform of --guide flow (default iaf)")
+    t.add_argument("--num-flows", type=positive, default=None, help="transforms of --guide flow (default 2)")
+    t.add_argument("--keep-every", type=natural, default=None, metavar="E",
                    help="also keep checkpoints/epoch_XXXX.pt every E epochs (for gaps over training)")
-    t.add_argument("--lr", type=_number(strict=True), default=1e-3)
-    t.add_argument("--batch-size", type=positive, default=100)
-    t.add_argument("--epochs", type=natural, default=10)
+    t.add_argument("--lr", type=_number(strict=True), default=None, help="Adam learning rate (default 0.001)")
+    t.add_argument("--batch-size", type=positive, default=None, help="default 100")
+    t.add_argument("--epochs", type=natural, default=None, help="default 10")
     t.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
     t.set_defaults(func=_train, subparser=t)
 
@@ -378,18 +382,21 @@ def _status(error: Exception) -> tuple[int, str]:
     return 1, f"unexpected {type(error).__name__}: {_one_line(error)} (rerun with --debug for the traceback)"
 
 
-def _interrupted(args) -> str:
+def _interrupted(args, interrupt: KeyboardInterrupt) -> str:
+    if str(interrupt):  # the library said what it kept
+        return f"interrupted; {_one_line(interrupt)}"
     if args.command != "train":
         return "interrupted; nothing was written"
     from ppl_vae.runs.checkpoint import load_checkpoint
 
     path = Path(args.out) / CHECKPOINT
     try:
-        epoch = load_checkpoint(path)["epoch"]
+        state = load_checkpoint(path)
+        epoch, epochs = state["epoch"], args.epochs if args.epochs is not None else state["config"]["epochs"]
     except Exception:  # no checkpoint yet, or one we cannot read: say so rather than guess
         return f"interrupted before a checkpoint was written; nothing to resume in {args.out}"
     return (f"interrupted; the checkpoint of epoch {epoch} is kept in {path}; continue with: "
-            f"ppl-vae train --out {args.out} --epochs {args.epochs} --resume")
+            f"ppl-vae train --out {args.out} --epochs {epochs} --resume")
 
 
 @contextlib.contextmanager
@@ -430,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     with _messages(args):
         try:
             return args.func(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if args.debug:
                 traceback.print_exc()
-            print(f"{prog}: {_interrupted(args)}", file=sys.stderr)
+            print(f"{prog}: {_interrupted(args, interrupt)}", file=sys.stderr)
             return INTERRUPTED
         except Exception as error:
             if args.debug:

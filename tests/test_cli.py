@@ -265,3 +265,15 @@ def test_training_from_python_prints_nothing(tmp_path, capsys, float32):
     config = TrainConfig(dataset="mnist", data_dir=str(fake_idx_dataset(tmp_path / "data")), z_dim=2, hidden=(8,), epochs=1)
     train_run(config, tmp_path / "run", progress=False)
     assert capsys.readouterr() == ("", "")
+
+
+def test_ctrl_c_with_the_librarys_own_message(tiny_run, monkeypatch, capsys):
+    """An interruption that says what was kept (a KeyboardInterrupt with a message) is shown as it is."""
+    from ppl_vae import jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("the checkpoint of epoch 3 is kept in RUN/checkpoint.pt")
+
+    monkeypatch.setattr(jobs, "evaluate_run", interrupted)
+    assert main(["evaluate", tiny_run, "--quiet"]) == 130
+    assert capsys.readouterr().err == "ppl-vae evaluate: interrupted; the checkpoint of epoch 3 is kept in RUN/checkpoint.pt\n"
