@@ -139,6 +139,13 @@ def test_library_logs_instead_of_printing(name):
     assert problems == []
 
 
+def test_examples_and_benchmarks_draw_without_pyplot():
+    """Scripts too draw on :class:`matplotlib.figure.Figure` objects (``ppl_vae.figures.new_figure``), never pyplot."""
+    users = [str(p.relative_to(ROOT)) for folder in ("examples", "benchmarks") for p in (ROOT / folder).glob("*.py")
+             if "pyplot" in p.read_text() or "matplotlib.use" in p.read_text()]
+    assert users == []
+
+
 def test_importing_everything_installs_no_handler():
     for info in pkgutil.walk_packages(ppl_vae.__path__, "ppl_vae."):
         importlib.import_module(info.name)
