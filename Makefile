@@ -1,11 +1,11 @@
-# The two commands of the README. Both create .venv in the checkout if needed and install the package into it.
+# The commands of the README. Each creates .venv in the checkout if needed and installs the package into it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= runs/demo
 DEMO_EPOCHS ?= 100
 
-.PHONY: demo test install clean
+.PHONY: demo test lint docs install clean
 
 $(BIN)/ppl-vae: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,17 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# ruff, with the configuration in pyproject.toml
+lint: install
+	$(BIN)/ruff check .
+
+# The API reference from the docstrings, warnings as errors (docs/_build/html/index.html)
+$(BIN)/sphinx-build: $(BIN)/ppl-vae
+	$(BIN)/pip install --quiet -e ".[test,docs]"
+	touch $@
+
+docs: $(BIN)/sphinx-build
+	$(BIN)/python -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) runs *.egg-info docs/_build

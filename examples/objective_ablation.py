@@ -21,7 +21,6 @@ their test latent means side by side, coloured by class (the lecture's "results 
 import argparse
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
@@ -29,7 +28,7 @@ from pyro.poutine.messenger import Messenger
 
 from ppl_vae.data.splits import load_splits, make_loader
 from ppl_vae.diagnostics.collapse import kl_per_dimension
-from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.figures import image_grid, new_figure, save_figure
 from ppl_vae.figures.samples import FASHION_MNIST_CLASSES
 from ppl_vae.guides import AmortizedNormal
 from ppl_vae.models import BernoulliVAE
@@ -71,7 +70,7 @@ def evaluate(model, guide, x):
 
 def plot_latents(results, labels, path):
     """The latent means of every run side by side, coloured by ``labels (N,)``."""
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.6))
+    fig, axes = new_figure((5 * len(results), 4.6), 1, len(results))
     fig.subplots_adjust(wspace=0.35)
     for ax, (name, (z, log_lik, kl)) in zip(axes, results.items()):
         sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
@@ -90,7 +89,7 @@ def plot_reconstructions(runs, results, x, path):
     """Rows: the test images ``x (n, 784)``, then each model's decoder mean at their latent means."""
     n = x.shape[0]
     rows = [("data", x)] + [(name.split("\n")[0], runs[name][0].decode(results[name][0][:n])) for name in runs]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(x.shape[0] * 0.6, 0.75 * len(rows)))
+    fig, axes = new_figure((x.shape[0] * 0.6, 0.75 * len(rows)), len(rows), 1)
     for ax, (title, images) in zip(axes, rows):
         ax.imshow(image_grid(images.cpu(), 1), cmap="gray", vmin=0, vmax=1)
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)

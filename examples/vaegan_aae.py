@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pyro
 import torch
 from pyro.infer import Trace_ELBO
@@ -31,7 +30,7 @@ from ppl_vae.data.splits import load_splits, make_loader
 from ppl_vae.diagnostics.classifier import train_classifier
 from ppl_vae.diagnostics.sample_metrics import classifier_inception_score, diversity, frechet_distance
 from ppl_vae.estimators import iwae_bound
-from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.figures import image_grid, new_figure, save_figure
 from ppl_vae.guides import AmortizedNormal
 from ppl_vae.models import VAEGAN, AdversarialAutoencoder, BernoulliVAE
 from ppl_vae.training import train_aae, train_vaegan
@@ -109,7 +108,7 @@ def main(args):
 
     torch.manual_seed(args.seed)
     z = torch.randn(64, args.z_dim)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+    fig, axes = new_figure((15, 5.4), 1, 3)
     for ax, (name, (model, _, _)) in zip(axes, results.items()):
         ax.imshow(image_grid(model.decode(z), 8), cmap="gray", vmin=0, vmax=1)
         ax.set_title(name)

@@ -16,21 +16,20 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pyro
 import torch
 
 from ppl_vae.data.splits import load_splits, make_loader
 from ppl_vae.diagnostics.classifier import accuracy, train_classifier
 from ppl_vae.diagnostics.sample_metrics import classifier_inception_score, diversity, frechet_distance
-from ppl_vae.figures import image_grid, save_figure
+from ppl_vae.figures import image_grid, new_figure, save_figure
 from ppl_vae.models.vqvae import VQVAE
 from ppl_vae.training.vqvae import train_vqvae
 
 
 def show_grid(images, path, title, rows=8):
     cols = images.shape[0] // rows
-    fig, ax = plt.subplots(figsize=(0.75 * cols, 0.75 * rows + 0.4))
+    fig, ax = new_figure((0.75 * cols, 0.75 * rows + 0.4))
     ax.imshow(image_grid(images.cpu(), rows), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title)
     ax.axis("off")
@@ -75,7 +74,7 @@ def main(args):
         torch.manual_seed(args.seed)
         paths.append(show_grid(vq.sample(64, prior=prior_, probs=True), out / f"samples_{name}_prior.png",
                                f"codes from the {name} prior (pixel probabilities)"))
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = new_figure((7, 3))
     ax.bar(range(args.num_codes), usage.counts.cpu())
     ax.set_xlabel("code")
     ax.set_ylabel("uses on the test set")

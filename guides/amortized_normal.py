@@ -19,7 +19,7 @@ from torch.nn.functional import softplus
 
 from ppl_vae.conventions import default_idx, support_name
 from ppl_vae.latent_space import LatentSpace, as_latent_space
-from ppl_vae.nn import mlp
+from ppl_vae.nn import encoder_input, mlp
 
 __all__ = ["AmortizedNormal", "MIN_SCALE", "flat_input"]
 
@@ -27,8 +27,9 @@ MIN_SCALE = 1e-4
 
 
 def flat_input(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``x (N, ...)`` flattened to ``(N, x_dim)`` in the floating dtype of ``like`` (counts and codes included)."""
-    return x.reshape(x.shape[0], -1).to(like.dtype)
+    """``x (N, ...)`` flattened to ``(N, x_dim)`` in the floating dtype of ``like`` (counts and codes included),
+    checked by :func:`~ppl_vae.nn.encoder_input` (size; NaN under Pyro's validation)."""
+    return encoder_input(x, like.shape[-1]).to(like.dtype)
 
 
 class AmortizedNormal(nn.Module):
@@ -46,7 +47,14 @@ class AmortizedNormal(nn.Module):
 
     Example::
 
-        guide = AmortizedNormal.for_model(model, x, hidden=(200, 200))
+        >>> import torch
+        >>> from ppl_vae.conventions import check_pair
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import BernoulliVAE
+        >>> model, x = BernoulliVAE(z_dim=3, hidden=(16,)), torch.rand(5, 784).bernoulli()
+        >>> guide = AmortizedNormal.for_model(model, x, hidden=(200, 200))
+        >>> list(check_pair(model, guide, x))          # samples exactly the model's latent sites
+        ['z']
     """
 
     def __init__(self, x_dim: int, space: LatentSpace | dict[str, int], hidden: tuple[int, ...] = (200, 200),

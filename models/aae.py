@@ -54,15 +54,23 @@ class AdversarialAutoencoder(BernoulliDecoder, nn.Module):
       guide ``Delta(encoder(x)).to_event(1)``;
     - ``x``: observed, ``Bernoulli(logits=decoder(z))`` with ``event_dim=1``, shape ``(N, x_dim)``.
 
-    :param int x_dim: pixels per image (784). :param int z_dim: code size.
-    :param tuple hidden: encoder and decoder hidden sizes. :param tuple dis_hidden: latent discriminator sizes.
+    :param int x_dim: pixels per image (784).
+    :param int z_dim: code size.
+    :param tuple hidden: encoder and decoder hidden sizes.
+    :param tuple dis_hidden: latent discriminator sizes.
     :param str activation: ``"elu"``.
 
     Example::
 
-        aae = AdversarialAutoencoder(z_dim=8)
-        history = train_aae(aae, loader, epochs=5, lr=1e-3)
-        x = aae.sample(16)             # (16, 784): decoded draws from N(0, I)
+        >>> import torch
+        >>> from ppl_vae.data import ImageSet, make_loader
+        >>> from ppl_vae.models import AdversarialAutoencoder
+        >>> from ppl_vae.training import train_aae
+        >>> aae = AdversarialAutoencoder(z_dim=8)
+        >>> images = ImageSet(torch.rand(40, 784).bernoulli(), torch.zeros(40, dtype=torch.long))
+        >>> history = train_aae(aae, make_loader(images, 20), epochs=1, lr=1e-3)
+        >>> aae.sample(16).shape             # decoded draws from N(0, I)
+        torch.Size([16, 784])
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 8, hidden: tuple[int, ...] = (256, 256),
@@ -74,13 +82,19 @@ class AdversarialAutoencoder(BernoulliDecoder, nn.Module):
         self.discriminator = mlp(z_dim, tuple(dis_hidden), 1, activation)
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"Expected x of shape (N, {self.x_dim}) but got {tuple(x.shape)}")
+        self.check_data(x)
 
     def model(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None,
               num_points: int | None = None) -> torch.Tensor:
-        """:param x: ``(N, x_dim)`` in [0, 1], or ``None`` to generate ``num_points`` images.
-        :returns: logits ``(..., N, x_dim)``."""
+        """The model: ``z`` from the prior (masked out of the ELBO), ``x`` observed or generated.
+
+        :param x: ``(N, x_dim)`` in [0, 1], or ``None`` to generate ``num_points`` images.
+        :param idx: ``(N,)`` indices (unused).
+        :param int num_points: how many images to generate when ``x`` is ``None``.
+        :returns: logits ``(..., N, x_dim)``.
+        :raises ValueError: if neither ``x`` nor ``num_points`` is given.
+        :raises DataError: for data the likelihood cannot score (:meth:`~ppl_vae.nn.BernoulliDecoder.check_data`).
+        """
         if x is not None:
             self._check(x)
         elif num_points is None:

@@ -38,13 +38,21 @@ class Autoencoder(BernoulliDecoder, nn.Module):
       ``(N, z_dim)``, in plate ``data``;
     - ``x``: observed, ``Bernoulli(logits=decoder(z))`` with ``event_dim=1``, shape ``(N, x_dim)``.
 
-    :param int x_dim: pixels per image (784). :param int z_dim: code size.
-    :param tuple hidden: decoder hidden sizes. :param str activation: ``"elu"`` (default), ``"relu"``, ...
+    :param int x_dim: pixels per image (784).
+    :param int z_dim: code size.
+    :param tuple hidden: decoder hidden sizes.
+    :param str activation: ``"elu"`` (default), ``"relu"``, ...
 
     Example::
 
-        model, guide = Autoencoder(z_dim=2), DeltaEncoder(z_dim=2)
-        trainer = Trainer(model, guide, pyro.infer.Trace_ELBO(), lr=1e-3)   # loss = binary cross-entropy
+        >>> import pyro, torch
+        >>> from ppl_vae.models import Autoencoder, DeltaEncoder
+        >>> from ppl_vae.training import Trainer
+        >>> model, guide = Autoencoder(z_dim=2), DeltaEncoder(z_dim=2)
+        >>> trainer = Trainer(model, guide, pyro.infer.Trace_ELBO(), lr=1e-3)   # loss = binary cross-entropy
+        >>> x = torch.rand(8, 784).bernoulli()
+        >>> trainer.step(x) > 0                                               # nats per image
+        True
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 2, hidden: tuple[int, ...] = (200, 200), activation: str = "elu"):
@@ -53,10 +61,17 @@ class Autoencoder(BernoulliDecoder, nn.Module):
         self.decoder = mlp(z_dim, tuple(hidden), x_dim, activation)
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """:param x: ``(N, x_dim)`` in [0, 1]; :param idx: ``(N,)`` indices (unused). :returns: logits
-        ``(..., N, x_dim)``."""
+        """The model: a flat ``z``, ``x`` observed.
+
+        :param x: ``(N, x_dim)`` in [0, 1].
+        :param idx: ``(N,)`` indices (unused).
+        :returns: logits ``(..., N, x_dim)``.
+        :raises ValueError: if ``x`` is ``None`` (an autoencoder has no prior to sample from).
+        :raises DataError: for data the likelihood cannot score (:meth:`~ppl_vae.nn.BernoulliDecoder.check_data`).
+        """
         if x is None:
             raise ValueError("Expected data x of shape (N, x_dim), got None: an autoencoder has no prior to sample from")
+        self.check_data(x)
         p = next(self.decoder.parameters())
         # log p(z) = 0 everywhere (an improper flat prior); the Normal only lets the model be traced without a guide
         flat_prior = dist.Normal(p.new_zeros(()), 1.0).expand([self.z_dim]).to_event(1).mask(False)
@@ -74,7 +89,9 @@ class DeltaEncoder(nn.Module):
     Site ``z``: shape ``(N, z_dim)``, ``event_dim=1``, plate ``data``; a point mass, reparameterized (the
     gradient of the reconstruction reaches the encoder through ``z``).
 
-    :param int x_dim: input size. :param int z_dim: code size. :param tuple hidden: encoder hidden sizes.
+    :param int x_dim: input size.
+    :param int z_dim: code size.
+    :param tuple hidden: encoder hidden sizes.
     :param str site: the latent site's name (``"z"``).
     """
 

@@ -23,9 +23,11 @@ class GaussianMixture(nn.Module):
     """``model(x, idx=None)`` with sites ``c`` (latent, ``Categorical``, shape ``(N,)``) and ``x`` (observed,
     ``event_dim=1``, ``(N, D)``) in plate ``data``.
 
-    :param int num_components: ``K``. :param int x_dim: ``D``.
+    :param int num_components: ``K``.
+    :param int x_dim: ``D``.
     :param init_locs: optional ``(K, D)`` initial means (e.g. ``K`` random data points).
     :param float init_scale: initial standard deviation of every component.
+    :raises ValueError: if ``init_locs`` is not ``(num_components, x_dim)``.
     """
 
     def __init__(self, num_components: int, x_dim: int, init_locs: torch.Tensor | None = None, init_scale: float = 1.0):

@@ -23,8 +23,11 @@ class LinearGaussian(nn.Module):
     """``model(x, idx=None)`` with sites ``z`` (latent, ``event_dim=1``, ``(N, d)``) and ``x`` (observed,
     ``event_dim=1``, ``(N, D)``) in plate ``data``.
 
-    :param int x_dim: ``D``. :param int z_dim: ``d``. :param float noise: ``sigma``.
+    :param int x_dim: ``D``.
+    :param int z_dim: ``d``.
+    :param float noise: ``sigma``.
     :param weight: optional ``(D, d)`` loading matrix ``W`` (default: random with a fixed seed).
+    :raises ValueError: if ``weight`` is not ``(x_dim, z_dim)``.
     """
 
     def __init__(self, x_dim: int = 5, z_dim: int = 2, noise: float = 0.5, weight: torch.Tensor | None = None, seed: int = 0):
@@ -70,7 +73,8 @@ class LinearGaussian(nn.Module):
     def elbo_gaussian(self, x: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
         """Closed-form ELBO ``E_q[log p(x, z) - log q(z)]`` of ``q = N(loc, cov)``: ``(N,)`` nats.
 
-        :param loc: ``(N, d)``. :param cov: ``(d, d)`` or ``(N, d, d)`` covariance.
+        :param loc: ``(N, d)``.
+        :param cov: ``(d, d)`` or ``(N, d, d)`` covariance.
         """
         s2 = self.noise**2
         resid = x - loc @ self.weight.T - self.bias

@@ -31,8 +31,10 @@ class BernoulliVAE(BernoulliDecoder, nn.Module):
 
     Example::
 
-        model = BernoulliVAE(z_dim=2)
-        x = model.sample(16)          # (16, 784) binary images from the prior
+        >>> from ppl_vae.models import BernoulliVAE
+        >>> model = BernoulliVAE(z_dim=2)
+        >>> model.sample(16).shape          # binary images from the prior
+        torch.Size([16, 784])
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: tuple[int, ...] = (200, 200), activation: str = "elu"):
@@ -41,8 +43,19 @@ class BernoulliVAE(BernoulliDecoder, nn.Module):
         self.decoder = mlp(z_dim, tuple(hidden), x_dim, activation)
 
     def forward(self, x: torch.Tensor | None = None, idx: torch.Tensor | None = None, num_points: int | None = None):
-        """:param x: ``(N, x_dim)`` in [0, 1] or ``None`` to sample; :param idx: ``(N,)`` data-point indices
-        (unused: the generative model does not depend on them). :returns: logits ``(..., N, x_dim)``."""
+        """The model: ``z`` from the prior, ``x`` observed (or sampled when ``x`` is ``None``).
+
+        :param x: ``(N, x_dim)`` in [0, 1], or ``None`` to sample ``num_points`` images.
+        :param idx: ``(N,)`` data-point indices (unused: the generative model does not depend on them).
+        :param int num_points: how many images to sample when ``x`` is ``None``.
+        :returns: logits ``(..., N, x_dim)``.
+        :raises DataError: for data the likelihood cannot score (:meth:`~ppl_vae.nn.BernoulliDecoder.check_data`).
+        :raises ValueError: if neither ``x`` nor ``num_points`` is given.
+        """
+        if x is not None:
+            self.check_data(x)
+        elif num_points is None:
+            raise ValueError("Expected x or num_points, got neither")
         n = x.shape[0] if x is not None else num_points
         p = next(self.decoder.parameters())
         loc = p.new_zeros(()).expand(n, self.z_dim)

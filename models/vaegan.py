@@ -52,9 +52,11 @@ ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016); also u
 class Discriminator(nn.Module):
     """An MLP ``x (..., x_dim) -> hidden -> 1`` logit whose hidden layers are exposed as features ``Dis_l(x)``.
 
-    :param int x_dim: input size (784). :param tuple hidden: hidden layer sizes.
+    :param int x_dim: input size (784).
+    :param tuple hidden: hidden layer sizes.
     :param int feature_layer: which hidden layer gives ``Dis_l`` (Python index into ``hidden``; ``-1``: the last).
     :param str activation: ``"elu"``, ``"relu"``, ``"tanh"``, ``"softplus"``.
+    :raises ValueError: for a discriminator without hidden layers, a ``feature_layer`` out of range or an unknown activation.
     """
 
     def __init__(self, x_dim: int = 784, hidden: tuple[int, ...] = (256, 256), feature_layer: int = -1,
@@ -97,8 +99,10 @@ class VAEGAN(BernoulliDecoder, nn.Module):
 
     Its guide is any encoder of ``z``, e.g. ``guides.AmortizedNormal(x_dim, {"z": z_dim})``.
 
-    :param int x_dim: pixels per image (784). :param int z_dim: latent size.
-    :param tuple hidden: decoder hidden sizes. :param tuple dis_hidden: discriminator hidden sizes.
+    :param int x_dim: pixels per image (784).
+    :param int z_dim: latent size.
+    :param tuple hidden: decoder hidden sizes.
+    :param tuple dis_hidden: discriminator hidden sizes.
     :param int feature_layer: the discriminator layer ``l`` of the likelihood (Python index into ``dis_hidden``).
         Default ``0``, the first hidden layer: on binarized Fashion-MNIST with MLPs, 5 epochs gave a pixel
         reconstruction cross-entropy of 352 nats per image with ``l = 0`` against 400 with the last of two layers
@@ -107,10 +111,17 @@ class VAEGAN(BernoulliDecoder, nn.Module):
 
     Example::
 
-        vaegan = VAEGAN(z_dim=16)
-        guide = AmortizedNormal(784, {"z": 16})
-        history = train_vaegan(vaegan, guide, loader, epochs=5, lr=1e-3)
-        x = vaegan.sample(16)          # (16, 784) binary images from the prior
+        >>> import torch
+        >>> from ppl_vae.data import ImageSet, make_loader
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import VAEGAN
+        >>> from ppl_vae.training import train_vaegan
+        >>> vaegan = VAEGAN(z_dim=16)
+        >>> guide = AmortizedNormal(784, {"z": 16})
+        >>> images = ImageSet(torch.rand(40, 784).bernoulli(), torch.zeros(40, dtype=torch.long))
+        >>> history = train_vaegan(vaegan, guide, make_loader(images, 20), epochs=1, lr=1e-3)
+        >>> vaegan.sample(16).shape          # binary images from the prior
+        torch.Size([16, 784])
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 16, hidden: tuple[int, ...] = (256, 256),
@@ -121,11 +132,17 @@ class VAEGAN(BernoulliDecoder, nn.Module):
         self.discriminator = Discriminator(x_dim, dis_hidden, feature_layer, activation)
 
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """:param x: ``(N, x_dim)`` in [0, 1]. :param idx: ``(N,)`` indices (unused).
-        :returns: the reconstructions' pixel probabilities ``x_tilde (..., N, x_dim)``."""
-        if x is None or x.dim() != 2 or x.shape[1] != self.x_dim:
-            raise ValueError(f"Expected x of shape (N, {self.x_dim}) but got "
-                             f"{None if x is None else tuple(x.shape)}: the likelihood observes the data's features")
+        """The model: ``z`` from the prior, the data's discriminator features observed.
+
+        :param x: ``(N, x_dim)`` in [0, 1].
+        :param idx: ``(N,)`` indices (unused).
+        :returns: the reconstructions' pixel probabilities ``x_tilde (..., N, x_dim)``.
+        :raises ValueError: if ``x`` is ``None`` (the likelihood observes the data's features).
+        :raises DataError: for data the likelihood cannot score (:meth:`~ppl_vae.nn.BernoulliDecoder.check_data`).
+        """
+        if x is None:
+            raise ValueError(f"Expected x of shape (N, {self.x_dim}), got None: the likelihood observes the data's features")
+        self.check_data(x)
         n = x.shape[0]
         loc = x.new_zeros(()).expand(n, self.z_dim)
         with pyro.plate(DATA_PLATE, n, dim=-1):

@@ -70,7 +70,11 @@ class CodebookUsage(NamedTuple):
 
 def perplexity(counts: torch.Tensor) -> float:
     """``exp(-sum_k p_k log p_k)`` with ``p = counts / counts.sum()`` (``0 log 0 = 0``): ``m`` when ``m`` codes are
-    used equally often, ``1`` when one code is used. :param counts: ``(K,)`` non-negative."""
+    used equally often, ``1`` when one code is used.
+
+    :param counts: ``(K,)`` non-negative.
+    :raises ValueError: if ``counts`` is not ``(K,)``, non-negative with a positive sum.
+    """
     if counts.dim() != 1 or (counts < 0).any() or counts.sum() <= 0:
         raise ValueError(f"Expected counts of shape (K,), non-negative with a positive sum, got {counts.tolist()}")
     p = counts.double() / counts.sum()
@@ -86,18 +90,28 @@ class VQVAE(nn.Module):
     - ``x``: observed, ``Bernoulli(logits=decoder(z_q))`` with ``event_dim=1``, shape ``(N, x_dim)``.
 
     :param int x_dim: pixels per image (784).
-    :param int num_latents: ``L``, code vectors per image. :param int code_dim: ``D``, size of each code vector.
+    :param int num_latents: ``L``, code vectors per image.
+    :param int code_dim: ``D``, size of each code vector.
     :param int num_codes: ``K``, codebook size.
     :param tuple hidden: encoder hidden sizes (the decoder uses them reversed).
     :param float beta: commitment weight (0.25, the paper's value).
     :param str activation: ``"elu"`` (default), ``"relu"``, ``"tanh"``, ``"softplus"``.
+    :raises ValueError: if a size is below 1 or ``beta < 0``.
 
     Example::
 
-        vq = VQVAE(num_latents=8, code_dim=16, num_codes=64)
-        history = ppl_vae.training.train_vqvae(vq, make_loader(splits.train, 100), epochs=10)
-        codes = vq.encode_indices(x)                 # (N, 8) long in [0, 64)
-        images = vq.sample(16, prior=vq.fit_prior(splits.train.x))   # (16, 784)
+        >>> from ppl_vae.data import ImageSet, load_splits, make_loader
+        >>> from ppl_vae.models import VQVAE
+        >>> from ppl_vae.training import train_vqvae
+        >>> splits = load_splits(valid_size=0)
+        >>> train = ImageSet(splits.train.x[:500], splits.train.labels[:500])
+        >>> vq = VQVAE(num_latents=8, code_dim=16, num_codes=64)
+        >>> history = train_vqvae(vq, make_loader(train, 100), epochs=1)
+        >>> codes = vq.encode_indices(splits.test.x)            # long in [0, 64)
+        >>> codes.shape, bool((codes >= 0).all() and (codes < 64).all())
+        (torch.Size([1000, 8]), True)
+        >>> vq.sample(16, prior=vq.fit_prior(train.x)).shape
+        torch.Size([16, 784])
     """
 
     def __init__(self, x_dim: int = 784, num_latents: int = 8, code_dim: int = 16, num_codes: int = 64,
@@ -144,7 +158,14 @@ class VQVAE(nn.Module):
     # -- the Pyro model and the loss ----------------------------------------------------------------------------
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """The Pyro model (see the module docs): quantized code as a deterministic input, observed ``x``, VQ terms
-        as a factor. :param x: ``(N, x_dim)`` in [0, 1]; :param idx: unused. :returns: ``codes (N, L)``."""
+        as a factor.
+
+        :param x: ``(N, x_dim)`` in [0, 1].
+        :param idx: unused.
+        :returns: ``codes (N, L)``.
+        :raises DataError: for data the likelihood cannot score (:func:`~ppl_vae.data.check_images`).
+        """
+        x = check_images(x, self.x_dim)
         codes, z_st, codebook, commitment = self._quantize(x)
         with pyro.plate(DATA_PLATE, x.shape[0], dim=-1):
             pyro.factor("vq_penalty", -(codebook + self.beta * commitment))
@@ -176,7 +197,10 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode_indices(self, codes: torch.Tensor, probs: bool = True) -> torch.Tensor:
         """Images for ``codes (N, L)`` (long in ``[0, K)``): pixel probabilities ``(N, x_dim)``, or binary samples
-        if ``probs=False``."""
+        if ``probs=False``.
+
+        :raises ValueError: if ``codes`` is not ``(N, L)`` ``long`` in ``[0, K)``.
+        """
         if codes.dim() != 2 or codes.shape[1] != self.num_latents or codes.dtype != torch.long:
             raise ValueError(f"Expected codes of shape (N, {self.num_latents}) and dtype torch.long, got shape "
                              f"{tuple(codes.shape)} and dtype {codes.dtype}")
@@ -208,7 +232,10 @@ class VQVAE(nn.Module):
     def fit_prior(self, x: torch.Tensor, pseudocount: float = 0.0) -> dist.Distribution:
         """The maximum-likelihood prior with one independent categorical per latent position: the frequency of code
         ``k`` at position ``l`` among the codes of ``x (N, x_dim)`` (plus ``pseudocount``). Event shape ``(L,)``;
-        ``.base_dist.probs`` is ``(L, K)``."""
+        ``.base_dist.probs`` is ``(L, K)``.
+
+        :raises ValueError: if ``pseudocount < 0`` or ``x`` holds no image.
+        """
         if pseudocount < 0:
             raise ValueError(f"Expected pseudocount >= 0, got {pseudocount}")
         codes = self.encode_indices(x)  # (N, L)
@@ -222,7 +249,10 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def sample(self, num: int, prior: dist.Distribution | None = None, probs: bool = False) -> torch.Tensor:
         """``num`` images ``(num, x_dim)`` in [0, 1]: codes drawn from ``prior`` (default :meth:`uniform_prior`;
-        e.g. :meth:`fit_prior`), decoded; binary samples, or pixel probabilities if ``probs=True``."""
+        e.g. :meth:`fit_prior`), decoded; binary samples, or pixel probabilities if ``probs=True``.
+
+        :raises ValueError: if ``prior`` does not draw ``(num, L)`` codes.
+        """
         prior = self.uniform_prior() if prior is None else prior
         codes = prior.sample((num,))
         if codes.shape != (num, self.num_latents):

@@ -1,366 +1,453 @@
 """The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``posterior``, ``plot``.
 
-Examples::
+Examples:
+
+.. code-block:: bash
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000
     ppl-vae gap runs/vae --split test --n 1000
     ppl-vae posterior runs/vae --points 0 1 2 3 --guides amortized ffg flow nuts
     ppl-vae plot runs/vae
+
+Each command parses its arguments and calls one library function (:func:`ppl_vae.runs.train_run` and the jobs
+of :mod:`ppl_vae.jobs`), so the command and the Python API give the same results.
+
+Errors: one line ``ppl-vae <command>: error: ...`` on stderr naming the option or file; exit status 2 for usage
+errors (an option's value, a combination the command refuses, a run that cannot do what was asked) and 1 for
+runtime failures (unreadable or corrupt data and checkpoints, a diverged training, the file system); 130 after
+Ctrl-C, with a line saying what was kept. ``--debug`` also prints the traceback and debug messages; ``--quiet``
+hides progress bars and informational messages. Building the parser imports neither torch nor pyro (``--help``
+and argument errors answer at once): the choices below are the library's, checked equal by the tests.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import logging
+import math
+import re
 import sys
+import traceback
 from pathlib import Path
 
-__all__ = ["main"]
+from ppl_vae import __version__
+
+__all__ = ["main", "build_parser"]
+
+DATASETS = ("fashion-mnist", "fashion-mnist-small", "mnist")  # ppl_vae.data.DATASETS
+BINARIZATIONS = ("dynamic", "static", "threshold", "none")  # ppl_vae.data.BINARIZATIONS
+MODELS = ("vae", "ae", "vqvae", "vaegan", "aae")  # ppl_vae.runs.config.MODELS
+GUIDES = ("amortized", "flow", "ffg")  # ppl_vae.runs.config.GUIDES
+OBJECTIVES = ("trace", "meanfield", "iwae")  # ppl_vae.runs.config.OBJECTIVES
+FLOWS = ("coupling", "iaf", "planar", "radial", "spline")  # ppl_vae.guides.FLOWS
+ACTIVATIONS = ("elu", "relu", "softplus", "tanh")  # ppl_vae.nn.ACTIVATIONS
+SPLITS = ("train", "valid", "test")  # ppl_vae.jobs.SPLITS
+FAMILIES = ("ffg", "flow", "mvn")  # ppl_vae.jobs.FAMILIES
+SAMPLERS = ("amortized", "ffg", "flow", "mvn", "nuts")  # ppl_vae.jobs.SAMPLERS
+CHECKPOINT = "checkpoint.pt"  # ppl_vae.runs.run.CHECKPOINT
+INTERRUPTED = 130  # the shell's status after SIGINT
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line ``<prog>: error: <message>`` (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# -- argument types: a wrong value is a usage error that names the option ----------------------------------------
+
+def _integer(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _number(low: float = 0.0, strict: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>' if strict else '>='} {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _valid_size(text: str) -> int | float:
+    try:
+        count = int(text)
+    except ValueError:
+        pass
+    else:
+        if count < 0:
+            raise argparse.ArgumentTypeError(f"expected a count >= 0 or a fraction in [0, 1), got {text!r}")
+        return count
+    try:
+        fraction = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count (5000) or a fraction in [0, 1) (0.1), got {text!r}") from None
+    if not 0.0 <= fraction < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or a fraction in [0, 1), got {text!r}")
+    return fraction
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _existing_dir(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no directory {text!r}" if not Path(text).exists() else f"{text!r} is not a directory")
+    return text
+
+
+def _run_dir(text: str) -> str:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no run directory {text!r}" if not path.exists() else f"{text!r} is a file, not a run directory")
+    if not (path / CHECKPOINT).is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} holds no {CHECKPOINT}: not a run directory (train one with ppl-vae train --out)")
+    return text
+
+
+def _first_existing_parent_is_dir(path: Path) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{str(path)!r} lies under {str(parent)!r}, which is a file")
+            return
+
+
+def _out_dir(text: str) -> str:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a directory")
+    _first_existing_parent_is_dir(path)
+    return text
+
+
+def _out_file(text: str) -> str:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, expected a file")
+    _first_existing_parent_is_dir(path)
+    return text
+
+
+# -- the commands: parse, call one library function, show the result -----------------------------------------------
+
+TRAIN_OPTIONS = ("dataset", "data_dir", "binarize", "valid_size", "model", "guide", "z_dim", "hidden", "activation", "elbo",
+                 "k", "lr", "batch_size", "epochs", "seed", "device", "flow", "num_flows", "keep_every", "beta",
+                 "warmup_steps", "cycle_steps", "free_bits", "gamma")  # the TrainConfig fields set by options
 
 
 def _train(args) -> int:
-    from ppl_vae.runs import train_run
-    from ppl_vae.runs.config import TrainConfig
+    from ppl_vae.runs import TrainConfig, train_run
 
-    config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, binarize=args.binarize,
-        valid_size=float(args.valid_size) if "." in args.valid_size else int(args.valid_size),
-        z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
-        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every, model=args.model,
-        beta=args.beta, warmup_steps=args.warmup_steps, cycle_steps=args.cycle_steps, free_bits=args.free_bits,
-        gamma=args.gamma,
-    )
+    # options left out take TrainConfig's defaults: one set of defaults for the command line and the API
+    given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    config = TrainConfig(**given)
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run.path}")
     return 0
 
 
+def _ais(args) -> dict:
+    return {"ais_steps": (args.ais_steps or 500) if args.ais else 0, "ais_chains": args.ais_chains or 16}
+
+
 def _evaluate(args) -> int:
-    import torch
+    from ppl_vae.jobs import evaluate_run
 
-    from ppl_vae.estimators import ais, elbo, iwae_bound, prior_mc
-    from ppl_vae.runs import load_run
-    from ppl_vae.runs.checkpoint import atomic_write_bytes
-
-    run = load_run(args.run, args.device)
-    if not run.amortized and args.split != "train":
-        raise ValueError(f"The run's guide {run.config.guide!r} is per-datapoint (trained on the training points "
-                         "only): evaluate --split train, or measure test bounds with `ppl-vae gap`, which fits q* "
-                         "for each test point")
-    split = getattr(run.splits(), args.split)
-    x = split.x if args.n is None else split.x[: args.n]
-    torch.manual_seed(args.seed)
-    results = [elbo(run.model, run.guide, x, num_samples=args.samples)]
-    if args.iwae:
-        results.append(iwae_bound(run.model, run.guide, x, num_samples=args.iwae, progress=not args.quiet))
-    if args.ais:
-        results.append(ais(run.model, x, guide=run.guide if args.ais_from_guide else None, num_chains=args.ais_chains,
-                           num_steps=args.ais_steps, leapfrog_steps=args.ais_leapfrog, progress=not args.quiet))
-    if args.prior_mc:
-        results.append(prior_mc(run.model, x, num_samples=args.prior_mc))
-    report = {"run": str(run.path), "split": args.split, "num_points": x.shape[0], "seed": args.seed,
-              "estimates": {r.name: r.to_dict() for r in results}}
-    if run.config.model != "vae":
-        report["note"] = (f"--model {run.config.model}: the 'elbo' is its Pyro objective (reconstruction or "
-                          "feature likelihood), not a bound on log p(x)")
-        print(report["note"])
-    bounds = [r for r in results if r.name.startswith(("iwae", "ais"))]
-    if bounds:  # log p-hat(x): per point, the best of the strong estimators (Cremer et al. 2018)
-        best = torch.stack([r.per_point for r in bounds]).max(0).values
-        from ppl_vae.estimators import Estimate
-
-        results.append(Estimate("log_p_hat", best, {"from": [r.name for r in bounds]}))
-        report["estimates"]["log_p_hat"] = results[-1].to_dict()
-    out = Path(args.out) if args.out else run.path / f"evaluation_{args.split}.json"
-    atomic_write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
-    print(f"{'estimator':<20} {'nats/point':>12} {'± s.e.':>8}   ({x.shape[0]} {args.split} points)")
-    for r in results:
-        print(f"{r.name:<20} {r.mean:>12.3f} {r.stderr:>8.3f}")
-    print(f"written {out}")
-    return 0
-
-
-def _plot(args) -> int:
-    import torch
-
-    from ppl_vae.figures import samples as plots
-    from ppl_vae.figures.training import plot_collapse, plot_history
-    from ppl_vae.runs import load_run
-
-    run = load_run(args.run, args.device)
-    test = run.splits().test if run.amortized else run.splits().train  # per-datapoint guides know train points only
-    out = Path(args.out) if args.out else run.path / "figures"
-    torch.manual_seed(args.seed)
-    paths = [plots.plot_prior_samples(run.model, out / "prior_samples.png", test.x),
-             plot_history(run.history, out / "elbo_curves.png")]
-    if hasattr(run.model, "decode") and run.config.model != "vqvae":  # models with a continuous latent site
-        paths.append(plots.plot_reconstructions(run.model, run.guide, test.x, out / "reconstructions.png"))
-        paths.append(plots.plot_latent_space(run.guide, test.x[: args.n], test.labels[: args.n], out / "latent_space.png",
-                                             model=run.model))
-    if run.history.get("kl_per_dim"):
-        paths.append(plot_collapse(torch.tensor(run.history["kl_per_dim"]), out / "kl_per_dimension.png",
-                                   title=f"KL per latent dimension over training (active units at the end: "
-                                         f"{run.history['active_units'][-1]})"))
-    for p in paths:
-        print(f"saved {p}")
+    out = Path(args.out) if args.out else Path(args.run) / f"evaluation_{args.split}.json"
+    result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
+                          ais_leapfrog=args.ais_leapfrog or 10, ais_from_guide=args.ais_from_guide,
+                          prior_mc_samples=args.prior_mc, seed=args.seed, device=args.device,
+                          progress=not args.quiet, **_ais(args))
+    result.save(out)
+    print(result.table())
     return 0
 
 
 def _gap(args) -> int:
-    import torch
+    from ppl_vae.jobs import gap_over_training, gap_run, save_gap_over_training, save_gap_report
 
-    from ppl_vae.figures.gap import plot_gap_bars, plot_gap_over_training, plot_semi_amortized
-    from ppl_vae.gap import inference_gap, markdown_table
-    from ppl_vae.runs import kept_checkpoints, load_run
-    from ppl_vae.runs.checkpoint import atomic_write_bytes
-
-    run = load_run(args.run, args.device)
-    if not run.amortized:
-        raise ValueError(f"The run's guide {run.config.guide!r} is not amortized: there is no L[q] to decompose")
-    splits = run.splits()
-    out = Path(args.out) if args.out else run.path / "gap"
-    local = {"max_steps": args.max_steps, "lr": args.lr, "num_samples": args.local_samples}
-    common = dict(families=args.families, eval_samples=args.eval_samples, init=args.init, use_ais=args.ais,
-                  ais_kwargs={"num_steps": args.ais_steps, "num_chains": args.ais_chains}, local_kwargs=local,
-                  seed=args.seed, progress=not args.quiet)
-
-    def points(split):
-        data = getattr(splits, split)
-        return data.x[: args.n], torch.arange(min(args.n, len(data)), device=data.x.device)
-
+    out = Path(args.out) if args.out else Path(args.run) / "gap"
+    options = dict(families=args.families, eval_samples=args.eval_samples, init=args.init, max_steps=args.max_steps,
+                   lr=args.lr, local_samples=args.local_samples, seed=args.seed, device=args.device,
+                   progress=not args.quiet, **_ais(args))
     if args.over_training:
-        paths = kept_checkpoints(run.path)
-        if not paths:
-            raise ValueError(f"{run.path} kept no checkpoints: train with --keep-every E")
-        epochs, gaps = [], []
-        for path in paths:
-            r = load_run(args.run, args.device, checkpoint=path)
-            x, idx = points(args.split[0])
-            gaps.append(inference_gap(r.model, r.guide, x, idx, **common))
-            epochs.append(r.epoch)
-            print(f"epoch {r.epoch}: approximation {gaps[-1].approximation_gap().mean():.2f}  "
-                  f"amortization {gaps[-1].amortization_gap().mean():.2f}")
-        report = {"epochs": epochs, "gaps": [g.to_dict(per_point=False) for g in gaps]}
-        atomic_write_bytes(out / "gap_over_training.json", (json.dumps(report, indent=2) + "\n").encode())
-        print(f"saved {plot_gap_over_training(epochs, gaps, out / 'gap_over_training.png')}")
-        return 0
-
-    columns = {}
-    for split in args.split:
-        x, idx = points(split)
-        columns[f"{split} ({x.shape[0]} points)"] = inference_gap(run.model, run.guide, x, idx, **common)
-    table = markdown_table(columns)
-    header = (f"Inference gap of `{run.path}` (epoch {run.epoch}, guide {run.config.guide}, dataset "
-              f"{run.config.dataset}, binarization {run.config.binarize}); bounds with {args.eval_samples} samples "
-              f"per point, q* fitted from the {args.init} with Adam (lr {args.lr}, {args.local_samples} samples/step, "
-              f"at most {args.max_steps} steps); log p̂(x) comes, for each point, from one of "
-              f"{', '.join(next(iter(columns.values())).info['log_p_hat_candidates'])}, chosen on an independent pilot "
-              "run and evaluated afresh (a stochastic lower bound of log p(x)).\n\n")
-    report = {"run": str(run.path), "epoch": run.epoch, "columns": {k: g.to_dict() for k, g in columns.items()}}
-    name = "gap_" + "_".join(args.split)
-    atomic_write_bytes(out / f"{name}.json", (json.dumps(report, indent=2) + "\n").encode())
-    atomic_write_bytes(out / f"{name}.md", (header + table + "\n").encode())
-    print(table)
-    print(f"saved {out / f'{name}.json'}, {out / f'{name}.md'}")
-    print(f"saved {plot_gap_bars(columns, out / f'{name}.png')}")
-    first = next(iter(columns.values()))
-    if first.curve:
-        print(f"saved {plot_semi_amortized(first, out / f'semi_amortized_{args.split[0]}.png')}")
+        result = gap_over_training(args.run, args.split[0], args.n, **options)
+        save_gap_over_training(result, out)
+    else:
+        result = gap_run(args.run, args.split, args.n, **options)
+        save_gap_report(result, out)
+    print(result.table())
     return 0
 
 
 def _posterior(args) -> int:
-    import os
-    import tempfile
+    from ppl_vae.jobs import posterior_run
 
-    import torch
-
-    from ppl_vae import posterior as post
-    from ppl_vae.figures import posterior as figs
-    from ppl_vae.gap.local_fit import fit_local_guide
-    from ppl_vae.runs import load_run
-    from ppl_vae.runs.checkpoint import atomic_write_bytes
-
-    run = load_run(args.run, args.device)
-    data = getattr(run.splits(), args.split)
-    bad = [p for p in args.points if not 0 <= p < len(data)]
-    if bad:
-        raise ValueError(f"--points {bad} are outside the {args.split} split's {len(data)} points")
-    if "amortized" in args.guides and not run.amortized:
-        raise ValueError(f"The run's guide {run.config.guide!r} is not amortized: drop 'amortized' from --guides")
-    idx = torch.tensor(args.points, device=data.x.device)
-    x = data.x[idx]
-    out = Path(args.out) if args.out else run.path / "posterior"
-    torch.manual_seed(args.seed)
-    draws, guides, nuts = {}, {}, None
-    for name in args.guides:
-        if name == "nuts":
-            draws["nuts"], _ = post.nuts_draws(run.model, x, idx, args.chains, args.draws, args.warmup, args.seed,
-                                               progress=not args.quiet)
-            nuts = draws["nuts"]["latents"]
-            continue
-        if name == "amortized":
-            guide = run.guide
-        else:
-            guide = fit_local_guide(run.model, x, idx, name, init_guide=run.guide if run.amortized else None,
-                                    max_steps=args.max_steps, seed=args.seed).guide
-        guides[name] = guide
-        draws[name] = post.guide_draws(run.model, guide, x, idx, args.chains, args.draws)
-    idata = post.to_inference_data(draws, x, idx, attrs={"run": str(run.path), "split": args.split})
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".nc.tmp")
-    os.close(fd)
-    idata.to_netcdf(tmp)
-    os.replace(tmp, out / "posterior.nc")
-    rows = post.diagnostics(idata)
-    cols = ["datapoint", "sampler", "elbo", "iwae", "khat", "log_p_hat", "gap", "r_hat_max", "ess_bulk_min"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
-    table = "\n".join(lines)
-    note = ("Per data point and sampler: ELBO and IWAE from the draws, Pareto k̂ of the weights p(x,z)/q(z|x) "
-            "(> 0.7: unreliable), log p̂(x) = best IWAE with k̂ < 0.7, gap = log p̂(x) − ELBO (≈ KL(q || p(z|x))), "
-            "worst R-hat and ESS of NUTS over the point's latent dimensions.\n\n")
-    atomic_write_bytes(out / "diagnostics.md", (note + table + "\n").encode())
-    atomic_write_bytes(out / "diagnostics.json", (json.dumps(rows, indent=2) + "\n").encode())
-    print(table)
-    saved = [out / "posterior.nc", out / "diagnostics.md"]
-    site = next(iter(draws[next(iter(draws))]["latents"]))
-    dims = tuple(range(min(4, draws[next(iter(draws))]["latents"][site].shape[-1])))
-    saved.append(figs.plot_samplers_forest(idata, out / "forest.png", site, dims=dims))
-    saved.append(figs.plot_samplers_pair(idata, out / "pair.png", site, dims=dims[:2]))
-    if nuts is not None:
-        saved.append(figs.plot_nuts_posterior(idata, out / "nuts_posterior.png", site, dims=dims))
-    if getattr(run.model, "z_dim", None) == 2:
-        extra = {} if nuts is None else {"NUTS": nuts[site].reshape(-1, *nuts[site].shape[2:])[::4]}
-        saved.append(figs.plot_posterior_grid(run.model, guides, x, out / "posterior_grid.png", idx=idx, labels=idx,
-                                              draws=extra))
-        saved.append(figs.plot_manifold(run.model, out / "manifold.png", x))
-    for p in saved:
-        print(f"saved {p}")
+    out = Path(args.out) if args.out else Path(args.run) / "posterior"
+    report = posterior_run(args.run, args.points, args.split, guides=args.guides, chains=args.chains, draws=args.draws,
+                           warmup=args.warmup, max_steps=args.max_steps, seed=args.seed, device=args.device,
+                           progress=not args.quiet)
+    report.save(out)
+    print(report.markdown(), end="")
     return 0
 
 
+def _plot(args) -> int:
+    from ppl_vae.jobs import plot_run
+
+    out = Path(args.out) if args.out else Path(args.run) / "figures"
+    for path in plot_run(args.run, out, n=args.n, seed=args.seed, device=args.device):
+        print(f"saved {path}")
+    return 0
+
+
+def _check_combinations(args) -> None:
+    """Options that apply only with another one, or that the command cannot honour together: refused by name."""
+    error = args.subparser.error
+    if args.command in ("evaluate", "gap") and not args.ais:
+        given = [f"--{name.replace('_', '-')}" for name in ("ais_steps", "ais_chains", "ais_leapfrog", "ais_from_guide")
+                 if getattr(args, name, None)]
+        if given:
+            error(f"argument {given[0]}: applies only with --ais")
+    if args.command == "gap" and args.over_training and len(args.split) > 1:
+        error(f"argument --over-training: measures one split, got --split {' '.join(args.split)}")
+    if args.command == "gap" and len(set(args.split)) != len(args.split):
+        error(f"argument --split: expected distinct splits, got {' '.join(args.split)}")
+    if args.command == "gap" and len(set(args.families)) != len(args.families):
+        error(f"argument --families: expected distinct families, got {' '.join(args.families)}")
+    if args.command == "posterior":
+        for option, values in (("--points", args.points), ("--guides", args.guides)):
+            if len(set(values)) != len(values):
+                error(f"argument {option}: expected distinct values, got {' '.join(map(str, values))}")
+    if args.command == "train" and args.resume and not (Path(args.out) / CHECKPOINT).is_file():
+        error(f"argument --resume: {args.out!r} holds no {CHECKPOINT} to resume")
+    if args.command == "train" and args.data_dir is not None and args.dataset in (None, "fashion-mnist-small"):
+        error("argument --data-dir: applies to --dataset mnist or fashion-mnist, not the embedded fashion-mnist-small")
+
+
+def _common(seed: int | None = 0, device: str | None = "cpu") -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--device", default=device, type=_device, help="cpu, cuda, cuda:N or mps (default cpu)")
+    common.add_argument("--seed", type=_integer(0), default=seed, help="default 0")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or informational messages")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error, and debug messages")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from ppl_vae.data import BINARIZATIONS, DATASETS
-    from ppl_vae.guides import FLOWS
-    from ppl_vae.runs.config import GUIDES, MODELS, OBJECTIVES
+    """The argument parser of ``ppl-vae`` (imports neither torch nor pyro).
 
-    parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    :returns: the parser; each subcommand's namespace carries ``func`` (the command) and ``subparser``.
+    """
+    parser = _Parser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, and debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    common = _common()
+    train_common = _common(seed=None, device=None)  # train: TrainConfig's defaults
+    positive, natural = _integer(1), _integer(0)
 
-    t = sub.add_parser("train", help="train a VAE with SVI and save a run directory")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--dataset", default="fashion-mnist-small", choices=sorted(DATASETS))
-    t.add_argument("--data-dir", default=None, help="directory with the IDX files (else $PPL_VAE_DATA, cache, /usr/share/datasets)")
-    t.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS)
-    t.add_argument("--valid-size", default="0.1", help="held-out training images: a count (5000) or a fraction (0.1)")
-    t.add_argument("--model", default="vae", choices=MODELS,
-                   help="vae; ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
-    t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (beta-VAE); the warm-up's final value")
-    t.add_argument("--warmup-steps", type=int, default=0, help="linear KL warm-up over this many steps")
-    t.add_argument("--cycle-steps", type=int, default=0, help="cyclical KL annealing with this period (steps)")
-    t.add_argument("--free-bits", type=float, default=0.0, metavar="LAMBDA", help="free bits: KL floor per latent dimension (nats)")
-    t.add_argument("--gamma", type=float, default=1.0, help="VAE-GAN: weight of the feature likelihood for the decoder")
-    t.add_argument("--z-dim", type=int, default=50)
-    t.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    t.add_argument("--activation", default="elu")
-    t.add_argument("--elbo", default="trace", choices=OBJECTIVES,
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
-    t.add_argument("--k", type=int, default=1, help="particles per data point (IWAE's K)")
-    t.add_argument("--guide", default="amortized", choices=GUIDES,
-                   help="amortized: FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
-    t.add_argument("--flow", default="iaf", choices=sorted(FLOWS), help="transform of --guide flow")
-    t.add_argument("--num-flows", type=int, default=2, help="transforms of --guide flow")
-    t.add_argument("--keep-every", type=int, default=0, metavar="E",
+    t = sub.add_parser("train", parents=[train_common], help="train a VAE with SVI and save a run directory",
+                       description="Options left out take the defaults of ppl_vae.runs.TrainConfig (named in the help).")
+    t.add_argument("--out", required=True, type=_out_dir, help="run directory")
+    t.add_argument("--dataset", default=None, choices=DATASETS, help="default fashion-mnist-small")
+    t.add_argument("--data-dir", default=None, type=_existing_dir,
+                   help="the directory with the IDX files, and the only one looked in (else $PPL_VAE_DATA, cache, "
+                        "/usr/share/datasets)")
+    t.add_argument("--binarize", default=None, choices=BINARIZATIONS, help="default dynamic")
+    t.add_argument("--valid-size", default=None, type=_valid_size,
+                   help="held-out training images: a count (5000) or a fraction in [0, 1) (default 0.1)")
+    t.add_argument("--model", default=None, choices=MODELS,
+                   help="vae (default); ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
+    t.add_argument("--beta", type=_number(), default=None, help="weight of the KL term (beta-VAE); the warm-up's final value (default 1)")
+    t.add_argument("--warmup-steps", type=natural, default=None, help="linear KL warm-up over this many steps")
+    t.add_argument("--cycle-steps", type=natural, default=None, help="cyclical KL annealing with this period (steps)")
+    t.add_argument("--free-bits", type=_number(), default=None, metavar="LAMBDA",
+                   help="free bits: KL floor per latent dimension (nats)")
+    t.add_argument("--gamma", type=_number(), default=None, help="VAE-GAN: weight of the feature likelihood for the decoder (default 1)")
+    t.add_argument("--z-dim", type=positive, default=None, help="default 50")
+    t.add_argument("--hidden", type=positive, nargs="+", default=None, help="default 200 200")
+    t.add_argument("--activation", default=None, choices=ACTIVATIONS, help="default elu")
+    t.add_argument("--elbo", default=None, choices=OBJECTIVES,
+                   help="trace (default): Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
+    t.add_argument("--k", type=positive, default=None, help="particles per data point (IWAE's K; default 1)")
+    t.add_argument("--guide", default=None, choices=GUIDES,
+                   help="amortized (default): FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
+    t.add_argument("--flow", default=None, choices=FLOWS, help="transform of --guide flow (default iaf)")
+    t.add_argument("--num-flows", type=positive, default=None, help="transforms of --guide flow (default 2)")
+    t.add_argument("--keep-every", type=natural, default=None, metavar="E",
                    help="also keep checkpoints/epoch_XXXX.pt every E epochs (for gaps over training)")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=100)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--lr", type=_number(strict=True), default=None, help="Adam learning rate (default 0.001)")
+    t.add_argument("--batch-size", type=positive, default=None, help="default 100")
+    t.add_argument("--epochs", type=natural, default=None, help="default 10")
     t.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=_train)
+    t.set_defaults(func=_train, subparser=t)
 
-    e = sub.add_parser("evaluate", help="estimate the test ELBO (and IWAE bound) of a run")
-    e.add_argument("run")
-    e.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    e.add_argument("--n", type=int, default=None, help="first n points of the split (default: all)")
-    e.add_argument("--samples", type=int, default=1, help="Monte-Carlo samples per point for the ELBO")
-    e.add_argument("--iwae", type=int, default=0, metavar="K", help="also the IWAE bound with K samples")
+    e = sub.add_parser("evaluate", parents=[common], help="estimate the test ELBO (and IWAE bound) of a run")
+    e.add_argument("run", type=_run_dir)
+    e.add_argument("--split", default="test", choices=SPLITS)
+    e.add_argument("--n", type=positive, default=None, help="the first n points of the split (default: all)")
+    e.add_argument("--samples", type=positive, default=1, help="Monte-Carlo samples per point for the ELBO")
+    e.add_argument("--iwae", type=natural, default=0, metavar="K", help="also the IWAE bound with K samples")
     e.add_argument("--ais", action="store_true", help="also annealed importance sampling (HMC transitions)")
-    e.add_argument("--ais-steps", type=int, default=500, help="AIS intermediate distributions")
-    e.add_argument("--ais-chains", type=int, default=16, help="AIS chains per data point")
-    e.add_argument("--ais-leapfrog", type=int, default=10, help="leapfrog steps per HMC transition")
+    e.add_argument("--ais-steps", type=positive, default=None, help="AIS intermediate distributions (default 500)")
+    e.add_argument("--ais-chains", type=positive, default=None, help="AIS chains per data point (default 16)")
+    e.add_argument("--ais-leapfrog", type=positive, default=None, help="leapfrog steps per HMC transition (default 10)")
     e.add_argument("--ais-from-guide", action="store_true", help="start AIS from the guide instead of the prior")
-    e.add_argument("--prior-mc", type=int, default=0, metavar="S", help="also the naive prior Monte-Carlo estimate")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--out", default=None, help="JSON path (default RUN/evaluation_<split>.json)")
-    e.add_argument("--quiet", action="store_true")
-    e.set_defaults(func=_evaluate)
+    e.add_argument("--prior-mc", type=natural, default=0, metavar="S", help="also the naive prior Monte-Carlo estimate")
+    e.add_argument("--out", default=None, type=_out_file, help="JSON path (default RUN/evaluation_<split>.json)")
+    e.set_defaults(func=_evaluate, subparser=e)
 
-    g = sub.add_parser("gap", help="measure the inference gap: approximation and amortization (Cremer et al. 2018)")
-    g.add_argument("run")
-    g.add_argument("--split", nargs="+", default=["test"], choices=("train", "valid", "test"),
+    g = sub.add_parser("gap", parents=[common], help="measure the inference gap: approximation and amortization "
+                                                     "(Cremer et al. 2018)")
+    g.add_argument("run", type=_run_dir)
+    g.add_argument("--split", nargs="+", default=["test"], choices=SPLITS,
                    help="one column per split (e.g. --split train test: how well the encoder generalizes)")
-    g.add_argument("--n", type=int, default=1000, help="first n points of each split")
-    g.add_argument("--families", nargs="+", default=["ffg", "flow"], choices=("ffg", "flow", "mvn"),
-                   help="per-datapoint families q* to fit")
-    g.add_argument("--eval-samples", type=int, default=5000, help="samples per point for every final bound")
+    g.add_argument("--n", type=positive, default=1000, help="the first n points of each split")
+    g.add_argument("--families", nargs="+", default=["ffg", "flow"], choices=FAMILIES, help="per-datapoint families q* to fit")
+    g.add_argument("--eval-samples", type=_integer(2), default=5000, help="samples per point for every final bound")
     g.add_argument("--init", default="guide", choices=("guide", "prior"), help="start q* at the encoder or the prior")
-    g.add_argument("--max-steps", type=int, default=3000, help="cap on q* optimization steps")
-    g.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of q*")
-    g.add_argument("--local-samples", type=int, default=8, help="samples per point per q* step")
+    g.add_argument("--max-steps", type=positive, default=3000, help="cap on q* optimization steps")
+    g.add_argument("--lr", type=_number(strict=True), default=1e-2, help="Adam learning rate of q*")
+    g.add_argument("--local-samples", type=positive, default=8, help="samples per point per q* step")
     g.add_argument("--ais", action="store_true", help="include AIS in log p̂(x)")
-    g.add_argument("--ais-steps", type=int, default=500)
-    g.add_argument("--ais-chains", type=int, default=16)
+    g.add_argument("--ais-steps", type=positive, default=None, help="AIS intermediate distributions (default 500)")
+    g.add_argument("--ais-chains", type=positive, default=None, help="AIS chains per data point (default 16)")
     g.add_argument("--over-training", action="store_true", help="gaps at every kept checkpoint (--keep-every)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--out", default=None, help="report directory (default RUN/gap)")
-    g.add_argument("--quiet", action="store_true")
-    g.set_defaults(func=_gap)
+    g.add_argument("--out", default=None, type=_out_dir, help="report directory (default RUN/gap)")
+    g.set_defaults(func=_gap, subparser=g)
 
-    q = sub.add_parser("posterior", help="posterior samples of guides and NUTS as ArviZ InferenceData, diagnostics, figures")
-    q.add_argument("run")
-    q.add_argument("--points", type=int, nargs="+", default=[0, 1, 2, 3], help="data-point indices in the split")
-    q.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    q.add_argument("--guides", nargs="+", default=["amortized", "ffg", "flow", "nuts"],
-                   choices=("amortized", "ffg", "flow", "mvn", "nuts"),
+    q = sub.add_parser("posterior", parents=[common],
+                       help="posterior samples of guides and NUTS as ArviZ InferenceData, diagnostics, figures")
+    q.add_argument("run", type=_run_dir)
+    q.add_argument("--points", type=natural, nargs="+", default=[0, 1, 2, 3], help="data-point indices in the split")
+    q.add_argument("--split", default="test", choices=SPLITS)
+    q.add_argument("--guides", nargs="+", default=["amortized", "ffg", "flow", "nuts"], choices=SAMPLERS,
                    help="amortized: the run's encoder; ffg/flow/mvn: q* fitted per point; nuts: Pyro's NUTS reference")
-    q.add_argument("--chains", type=int, default=4)
-    q.add_argument("--draws", type=int, default=500)
-    q.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain")
-    q.add_argument("--max-steps", type=int, default=3000, help="cap on q* optimization steps")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default="cpu")
-    q.add_argument("--out", default=None, help="directory (default RUN/posterior)")
-    q.add_argument("--quiet", action="store_true")
-    q.set_defaults(func=_posterior)
+    q.add_argument("--chains", type=positive, default=4)
+    q.add_argument("--draws", type=positive, default=500)
+    q.add_argument("--warmup", type=natural, default=500, help="NUTS warm-up steps per chain")
+    q.add_argument("--max-steps", type=positive, default=3000, help="cap on q* optimization steps")
+    q.add_argument("--out", default=None, type=_out_dir, help="directory (default RUN/posterior)")
+    q.set_defaults(func=_posterior, subparser=q)
 
-    p = sub.add_parser("plot", help="save figures of a run (prior samples, reconstructions, latent space, curves)")
-    p.add_argument("run")
-    p.add_argument("--n", type=int, default=2000, help="test points in the latent-space scatter")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=None, help="figure directory (default RUN/figures)")
-    p.set_defaults(func=_plot)
+    p = sub.add_parser("plot", parents=[common], help="save figures of a run (prior samples, reconstructions, latent "
+                                                      "space, curves)")
+    p.add_argument("run", type=_run_dir)
+    p.add_argument("--n", type=positive, default=2000, help="at most n test points in the latent-space scatter")
+    p.add_argument("--out", default=None, type=_out_dir, help="figure directory (default RUN/figures)")
+    p.set_defaults(func=_plot, subparser=p)
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+# -- errors, interruptions and messages ---------------------------------------------------------------------------
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _status(error: Exception) -> tuple[int, str]:
+    """Exit status and message: 1 for runtime failures, 2 for usage errors (a ``ValueError`` about the arguments)."""
+    from ppl_vae.data import DataError
     from ppl_vae.runs.checkpoint import CheckpointError
     from ppl_vae.training.trainer import TrainingDiverged
 
+    if isinstance(error, (CheckpointError, DataError, TrainingDiverged, OSError)):
+        return 1, _one_line(error)
+    if isinstance(error, ValueError):
+        return 2, _one_line(error)
+    return 1, f"unexpected {type(error).__name__}: {_one_line(error)} (rerun with --debug for the traceback)"
+
+
+def _interrupted(args, interrupt: KeyboardInterrupt) -> str:
+    if str(interrupt):  # the library said what it kept
+        return f"interrupted; {_one_line(interrupt)}"
+    if args.command != "train":
+        return "interrupted; nothing was written"
+    from ppl_vae.runs.checkpoint import load_checkpoint
+
+    path = Path(args.out) / CHECKPOINT
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError, TrainingDiverged) as e:
-        print(f"ppl-vae {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        state = load_checkpoint(path)
+        epoch, epochs = state["epoch"], args.epochs if args.epochs is not None else state["config"]["epochs"]
+    except Exception:  # no checkpoint yet, or one we cannot read: say so rather than guess
+        return f"interrupted before a checkpoint was written; nothing to resume in {args.out}"
+    return (f"interrupted; the checkpoint of epoch {epoch} is kept in {path}; continue with: "
+            f"ppl-vae train --out {args.out} --epochs {epochs} --resume")
+
+
+@contextlib.contextmanager
+def _messages(args):
+    """The library's log records on stderr (it installs no handler): INFO by default, WARNING with ``--quiet``, DEBUG
+    with ``--debug``; routed through tqdm so that they do not break progress bars."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    logger = logging.getLogger("ppl_vae")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s" if args.debug else "%(message)s"))
+    level = logger.level
+    logger.setLevel(logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO)
+    logger.addHandler(handler)
+    try:
+        with logging_redirect_tqdm([logger]):
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ppl-vae`` with ``argv`` (default ``sys.argv[1:]``).
+
+    :param argv: the arguments.
+    :returns: the exit status: 0 success, 1 runtime failure, 2 usage error, 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the command's parser ("ppl-vae train: error: ..."), not the top one
+            args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _check_combinations(args)
+    except SystemExit as done:  # --help and --version (0), usage errors (2): argparse has printed the message
+        return done.code if isinstance(done.code, int) else 0
+    prog = f"ppl-vae {args.command}"
+    with _messages(args):
+        try:
+            return args.func(args)
+        except KeyboardInterrupt as interrupt:
+            if args.debug:
+                traceback.print_exc()
+            print(f"{prog}: {_interrupted(args, interrupt)}", file=sys.stderr)
+            return INTERRUPTED
+        except Exception as error:
+            if args.debug:
+                traceback.print_exc()
+            status, message = _status(error)
+            print(f"{prog}: error: {message}", file=sys.stderr)
+            return status
 
 
 if __name__ == "__main__":

@@ -81,10 +81,18 @@ class LatentSpace:
 
     Example::
 
-        space = LatentSpace(model, x)
-        u = torch.randn(10, x.shape[0], space.dim)          # 10 particles per point
-        latents, log_det = space.constrain(u)               # {site: values}, log|dz/du| (10, N)
-        log_prior, log_lik = space.log_joint(x, None, u)    # each (10, N), in u-space
+        >>> import torch
+        >>> from ppl_vae.models import LinearGaussian
+        >>> model = LinearGaussian(x_dim=5, z_dim=2)
+        >>> x = model.marginal().sample((3,))
+        >>> space = LatentSpace(model, x)
+        >>> u = torch.randn(10, x.shape[0], space.dim)          # 10 particles per point
+        >>> latents, log_det = space.constrain(u)               # {site: values}, log|dz/du|
+        >>> latents["z"].shape, log_det.shape
+        (torch.Size([10, 3, 2]), torch.Size([10, 3]))
+        >>> log_prior, log_lik = space.log_joint(x, None, u)    # in u-space
+        >>> log_prior.shape
+        torch.Size([10, 3])
     """
 
     def __init__(self, model, x: torch.Tensor, idx: torch.Tensor | None = None):
@@ -196,6 +204,7 @@ class LatentSpace:
         """Map ``u (S, N, D)`` to the sites' values.
 
         :returns: ``({site: (S, *batch, *event)}, log|det dz/du| (S, N))``.
+        :raises ValueError: if ``u`` is not ``(S, N, D)`` with this space's ``D``.
         """
         if u.dim() != 3 or u.shape[-1] != self.dim:
             raise ValueError(f"Expected u of shape (S, N, {self.dim}), got {tuple(u.shape)}")

@@ -26,9 +26,10 @@ def test_train_evaluate_plot(tmp_path, float32, capsys):
 def test_errors_are_reported_not_raised(tmp_path, capsys):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"\x00" * 10)
-    assert main(["evaluate", str(tmp_path / "bad")]) == 2
+    assert main(["evaluate", str(tmp_path / "bad")]) == 1  # a corrupt file: a runtime failure
     assert "truncated or corrupt" in capsys.readouterr().err
-    assert main(["train", "--out", str(tmp_path / "x"), "--device", "cuda:7", "--quiet"]) in (0, 2)
+    assert main(["train", "--out", str(tmp_path / "x"), "--device", "cuda:7", "--quiet"]) == 2
+    assert "cuda:7" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_missing_dataset_cli(tmp_path, monkeypatch, capsys):
@@ -37,7 +38,7 @@ def test_missing_dataset_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(sources, "DEBIAN_DIR", tmp_path / "none")
     monkeypatch.setattr(sources, "find_dataset", _no_download(sources.find_dataset))
-    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet"]) == 2
+    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "mnist", "--data-dir", str(tmp_path), "--quiet"]) == 1
     assert "Dataset 'mnist' not found" in capsys.readouterr().err
 
 
@@ -125,3 +126,154 @@ def test_warmup_and_free_bits_runs_log_collapse_diagnostics(tmp_path, float32, c
                  "--free-bits", "0.5", "--quiet"]) == 0
     assert main(["train", "--out", str(tmp_path / "bad"), "--model", "ae", "--beta", "2", "--quiet"]) == 2
     assert "apply to --model vae only" in capsys.readouterr().err
+
+
+# -- manners: version, exit statuses, --debug, Ctrl-C, messages --------------------------------------------------
+
+def test_version(capsys):
+    import ppl_vae
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ppl-vae {ppl_vae.__version__}\n"
+
+
+def test_usage_errors_are_one_line_with_status_2(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err == "ppl-vae: error: the following arguments are required: command\n"
+    assert main(["train", "--out", "x", "--valid-size", "abc"]) == 2
+    assert capsys.readouterr().err == ("ppl-vae train: error: argument --valid-size: expected a count (5000) or a "
+                                       "fraction in [0, 1) (0.1), got 'abc'\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.fixtures_runs import fake_idx_dataset, train_tiny
+
+    root = tmp_path_factory.mktemp("tiny")
+    return train_tiny(root / "run", fake_idx_dataset(root / "data"))
+
+
+def test_debug_shows_the_traceback(tiny_run, tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    assert main(["evaluate", str(tmp_path / "bad")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "bad"), "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("ppl-vae evaluate: error: Checkpoint")
+    assert main(["--debug", "evaluate", str(tmp_path / "bad")]) == 1  # before or after the command
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_line_with_status_1(tiny_run, monkeypatch, capsys):
+    from ppl_vae import jobs
+
+    def broken(*args, **kwargs):
+        raise KeyError("something internal")
+
+    monkeypatch.setattr(jobs, "evaluate_run", broken)
+    assert main(["evaluate", tiny_run, "--quiet"]) == 1
+    assert capsys.readouterr().err == ("ppl-vae evaluate: error: unexpected KeyError: 'something internal' (rerun with "
+                                       "--debug for the traceback)\n")
+
+
+def test_ctrl_c_during_training_names_the_checkpoint_and_how_to_resume(tmp_path, monkeypatch, capsys, float32):
+    """A raw KeyboardInterrupt before; now one line saying which checkpoint is kept, and the command to resume,
+    which then works."""
+    from ppl_vae.training.trainer import Trainer
+    from tests.fixtures_runs import fake_idx_dataset
+
+    data = fake_idx_dataset(tmp_path / "data")
+    real, calls = Trainer.train_epoch, []
+
+    def interrupted_in_epoch_3(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_3)
+    run = str(tmp_path / "run")
+    argv = ["train", "--out", run, "--dataset", "mnist", "--data-dir", str(data), "--epochs", "4", "--z-dim", "2",
+            "--hidden", "8", "--batch-size", "30", "--quiet"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err == (f"ppl-vae train: interrupted; the checkpoint of epoch 2 is kept in {run}/checkpoint.pt; continue "
+                   f"with: ppl-vae train --out {run} --epochs 4 --resume\n")
+    assert main([*argv, "--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_in_a_job_writes_nothing(tiny_run, tmp_path, monkeypatch, capsys):
+    from ppl_vae.jobs import gap as gap_job
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gap_job, "plot_gap_bars", interrupt)  # after the JSON and Markdown files are staged
+    out = tmp_path / "gap"
+    assert main(["gap", tiny_run, "--n", "2", "--eval-samples", "10", "--max-steps", "5", "--families", "ffg",
+                 "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err == "ppl-vae gap: interrupted; nothing was written\n"
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no staging directory left behind either
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
+def test_a_full_or_read_only_disk_is_a_runtime_error_and_leaves_no_file(tiny_run, tmp_path, monkeypatch, capsys, error):
+    """As root the tests cannot make a directory read-only; the file system's refusal is simulated where the files are
+    moved into place (os.replace), after they were written."""
+    import os
+
+    real = os.replace
+
+    def refuse(src, dst):
+        raise type(error)(error.errno, error.strerror, str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    assert main(["evaluate", tiny_run, "--n", "3", "--out", str(tmp_path / "e.json"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"ppl-vae evaluate: error: [Errno {error.errno}] {error.strerror}: '{tmp_path / 'e.json'}'\n"
+    assert main(["plot", tiny_run, "--out", str(tmp_path / "fig")]) == 1
+    assert capsys.readouterr().err.startswith(f"ppl-vae plot: error: [Errno {error.errno}] {error.strerror}: '{tmp_path / 'fig'}")
+    monkeypatch.setattr(os, "replace", real)
+    assert list(tmp_path.iterdir()) == []  # neither a partial file nor a staging directory
+
+
+def test_messages_go_through_logging(tmp_path, capsys, caplog, float32):
+    """The library logs (the per-epoch line, the files written); the command shows them on stderr unless --quiet."""
+    import logging
+
+    from tests.fixtures_runs import fake_idx_dataset
+
+    data = fake_idx_dataset(tmp_path / "data")
+    argv = ["train", "--dataset", "mnist", "--data-dir", str(data), "--epochs", "1", "--z-dim", "2", "--hidden", "8"]
+    assert main([*argv, "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    with caplog.at_level(logging.INFO, logger="ppl_vae"):
+        assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1: train ELBO" in err
+    assert any(r.name == "ppl_vae.runs.run" and r.getMessage().startswith("epoch 1: train ELBO") for r in caplog.records)
+    assert main(["evaluate", str(tmp_path / "b"), "--n", "3", "--debug"]) == 0
+    assert f"ppl_vae.jobs.outputs: wrote {tmp_path / 'b' / 'evaluation_test.json'}" in capsys.readouterr().err
+
+
+def test_training_from_python_prints_nothing(tmp_path, capsys, float32):
+    from ppl_vae.runs import TrainConfig, train_run
+    from tests.fixtures_runs import fake_idx_dataset
+
+    config = TrainConfig(dataset="mnist", data_dir=str(fake_idx_dataset(tmp_path / "data")), z_dim=2, hidden=(8,), epochs=1)
+    train_run(config, tmp_path / "run", progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_ctrl_c_with_the_librarys_own_message(tiny_run, monkeypatch, capsys):
+    """An interruption that says what was kept (a KeyboardInterrupt with a message) is shown as it is."""
+    from ppl_vae import jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("the checkpoint of epoch 3 is kept in RUN/checkpoint.pt")
+
+    monkeypatch.setattr(jobs, "evaluate_run", interrupted)
+    assert main(["evaluate", tiny_run, "--quiet"]) == 130
+    assert capsys.readouterr().err == "ppl-vae evaluate: interrupted; the checkpoint of epoch 3 is kept in RUN/checkpoint.pt\n"

@@ -26,8 +26,9 @@ def test_wheel_has_one_top_level_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"ppl_vae", wheel.name.split("-py3")[0] + ".dist-info"}
     for required in ("ppl_vae/models/vae.py", "ppl_vae/guides/amortized_normal.py", "ppl_vae/py.typed",
-                     "ppl_vae/data/embedded/fashion-mnist-small/train-images-idx3-ubyte.gz"):
+                     "ppl_vae/jobs/evaluate.py", "ppl_vae/data/embedded/fashion-mnist-small/train-images-idx3-ubyte.gz"):
         assert required in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """Real image datasets (IDX files), the embedded Fashion-MNIST subset, binarization and loaders."""
+from .errors import DataError
 from .idx import read_idx, write_idx
 from .sources import DATASETS, RawDataset, find_dataset, load_raw
 from .splits import BINARIZATIONS, ImageSet, Splits, check_images, load_splits, make_loader
@@ -6,6 +7,7 @@ from .splits import BINARIZATIONS, ImageSet, Splits, check_images, load_splits, 
 __all__ = [
     "BINARIZATIONS",
     "DATASETS",
+    "DataError",
     "ImageSet",
     "RawDataset",
     "Splits",

@@ -11,9 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 
 import numpy as np
 import torch
+
+from .errors import DataError
 
 __all__ = ["read_idx", "write_idx"]
 
@@ -38,25 +41,26 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     :param path: the file.
     :returns: a tensor of shape given by the header, e.g. ``(N, 28, 28)`` ``uint8`` for images,
         ``(N,)`` for labels.
-    :raises ValueError: if the file is not a valid IDX file (bad magic number, truncated data).
+    :raises DataError: if the file is not a valid IDX file (corrupt compression, bad magic number, truncated data).
+    :raises OSError: if the file cannot be opened (e.g. :class:`FileNotFoundError`).
     """
     path = os.fspath(path)
     try:
         with _open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these on corrupt archives
-        raise ValueError(f"Could not read IDX file {path!r}: {e}") from e
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # gzip raises these on corrupt archives
+        raise DataError(f"Could not read IDX file {path!r}: {type(e).__name__}: {e}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise ValueError(f"{path!r} is not an IDX file: bad magic number {data[:4]!r}")
+        raise DataError(f"{path!r} is not an IDX file: bad magic number {data[:4]!r}")
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path!r} is truncated: header of {ndim} dimensions is incomplete")
+        raise DataError(f"{path!r} is truncated: header of {ndim} dimensions is incomplete")
     shape = struct.unpack(f">{ndim}i", data[4:header])
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path!r} is truncated or corrupt: header says shape {tuple(shape)} "
             f"({expected} bytes) but the file holds {len(data) - header} bytes of data"
         )
@@ -65,7 +69,10 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
 
 
 def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> None:
-    """Write a ``uint8`` or ``int8`` tensor as an IDX file (gzip-compressed if ``path`` ends in ``.gz``)."""
+    """Write a ``uint8`` or ``int8`` tensor as an IDX file (gzip-compressed if ``path`` ends in ``.gz``).
+
+    :raises ValueError: if the tensor is neither ``uint8`` nor ``int8``.
+    """
     array = tensor.detach().cpu().numpy()
     if array.dtype not in _CODES:
         raise ValueError(f"write_idx supports uint8 and int8 tensors, got {array.dtype}")

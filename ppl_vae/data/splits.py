@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from .errors import DataError
 from .sources import load_raw
 
 __all__ = ["BINARIZATIONS", "ImageSet", "Splits", "check_images", "load_splits", "make_loader"]
@@ -32,23 +33,25 @@ def check_images(x: torch.Tensor, dim: int | None = None, likelihood: str = "ber
     :param x: ``(N, D)`` or ``(N, H, W)`` float tensor.
     :param dim: the expected number of pixels ``D`` (``None``: any).
     :param likelihood: ``"bernoulli"`` requires values in ``[0, 1]``.
-    :raises ValueError: naming the problem (shape, NaN/inf, range).
+    :param str name: what ``x`` is, for the messages.
+    :returns: ``x`` as ``(N, D)``.
+    :raises DataError: naming the problem (type, shape, NaN/inf, range); a subclass of :class:`ValueError`.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"Expected {name} to be a torch.Tensor, got {type(x).__name__}")
+        raise DataError(f"Expected {name} to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 3:
         x = x.reshape(x.shape[0], -1)
     if x.dim() != 2:
-        raise ValueError(f"Expected {name} of shape (N, D) or (N, H, W), got shape {tuple(x.shape)}")
+        raise DataError(f"Expected {name} of shape (N, D) or (N, H, W), got shape {tuple(x.shape)}")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"Expected {name} with {dim} pixels per image, got shape {tuple(x.shape)}")
+        raise DataError(f"Expected {name} with {dim} pixels per image, got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x):
-        raise ValueError(f"Expected {name} to be a floating-point tensor in [0, 1], got dtype {x.dtype}")
+        raise DataError(f"Expected {name} to be a floating-point tensor in [0, 1], got dtype {x.dtype}")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(-1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} contains NaN or infinite pixels (first bad rows: {bad})")
+        raise DataError(f"{name} contains NaN or infinite pixels (first bad rows: {bad})")
     if likelihood == "bernoulli" and ((x < 0).any() or (x > 1).any()):
-        raise ValueError(
+        raise DataError(
             f"{name} has pixels outside [0, 1] (min {x.min().item():.4g}, max {x.max().item():.4g}), "
             "which a Bernoulli likelihood cannot score; rescale the images to [0, 1]"
         )
@@ -110,10 +113,18 @@ def load_splits(
 ) -> Splits:
     """Load a dataset as train/validation/test :class:`ImageSet` s of flat images ``(N, H*W)``.
 
+    :param str name: the dataset (see :func:`~ppl_vae.data.sources.find_dataset`).
+    :param data_dir: the directory holding its IDX files (only there when given).
+    :param binarize: one of ``"dynamic"``, ``"static"``, ``"threshold"``, ``"none"`` (see module docs).
     :param valid_size: number (int) or fraction (float) of training images held out for validation;
         the *last* ones, as in the usual 55k/5k split of the 60k training images.
-    :param binarize: one of ``"dynamic"``, ``"static"``, ``"threshold"``, ``"none"`` (see module docs).
     :param seed: seed of static binarization.
+    :param bool download: try a torchvision download when the files are nowhere.
+    :returns: the three splits.
+    :raises ValueError: for an unknown binarization or dataset, or a ``valid_size`` that is not a count or fraction
+        leaving training images.
+    :raises DataError: for unusable files (see :func:`~ppl_vae.data.sources.load_raw`).
+    :raises FileNotFoundError: if the files are not found.
     """
     if binarize not in BINARIZATIONS:
         raise ValueError(f"Unknown binarization {binarize!r}; expected one of {BINARIZATIONS}")
@@ -121,9 +132,7 @@ def load_splits(
     dtype = torch.get_default_dtype()
     train = raw.train_images.reshape(raw.train_images.shape[0], -1).to(dtype) / 255.0
     test = raw.test_images.reshape(raw.test_images.shape[0], -1).to(dtype) / 255.0
-    n_valid = int(round(valid_size * len(train))) if isinstance(valid_size, float) else int(valid_size)
-    if not 0 <= n_valid < len(train):
-        raise ValueError(f"valid_size={valid_size} leaves no training data out of {len(train)} images")
+    n_valid = _valid_count(valid_size, len(train))
     n_train = len(train) - n_valid
     parts = {
         "train": (train[:n_train], raw.train_labels[:n_train]),
@@ -138,6 +147,19 @@ def load_splits(
             probs = _binarize(probs, binarize, seed + i)
         sets[split] = ImageSet(probs, labels, dynamic=(binarize == "dynamic" and split == "train"))
     return Splits(sets["train"], sets["valid"], sets["test"], name, binarize, raw.source)
+
+
+def _valid_count(valid_size: int | float, num_train: int) -> int:
+    if isinstance(valid_size, bool) or not isinstance(valid_size, (int, float)):
+        raise ValueError(f"Expected valid_size to be a count (int) or a fraction (float), got {valid_size!r}")
+    if isinstance(valid_size, float):
+        if not 0.0 <= valid_size < 1.0:
+            raise ValueError(f"Expected valid_size as a fraction in [0, 1), got {valid_size}")
+        valid_size = int(round(valid_size * num_train))
+    if not 0 <= valid_size < num_train:
+        raise ValueError(f"Expected valid_size as a count in [0, {num_train}) (the training images), got {valid_size}: "
+                         "it must leave training data")
+    return valid_size
 
 
 class _BatchDataset(Dataset):
@@ -162,6 +184,8 @@ def make_loader(images: ImageSet, batch_size: int = 100, shuffle: bool = True, s
 
     Shuffling and dynamic binarization are driven by generators seeded with ``seed``, so a run is
     reproducible; the shuffle generator's state is saved in checkpoints by the trainer.
+
+    :raises ValueError: if ``batch_size < 1``.
     """
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1, got {batch_size}")

@@ -41,7 +41,8 @@ def kl_per_dimension(model, guide, x: torch.Tensor, idx: torch.Tensor | None = N
     Sums to the mean KL term of the ELBO (per data point). Needs a Normal guide and a Normal prior at every
     latent site (:func:`site_kl_per_dimension`).
 
-    :param x: ``(N, ...)`` data. :param idx: ``(N,)`` indices (default ``arange(N)``, for per-datapoint guides).
+    :param x: ``(N, ...)`` data.
+    :param idx: ``(N,)`` indices (default ``arange(N)``, for per-datapoint guides).
     :param int chunk_size: data points per traced pass.
     """
     idx = torch.arange(x.shape[0], device=x.device) if idx is None else idx
@@ -72,7 +73,8 @@ def active_units(guide, x: torch.Tensor, idx: torch.Tensor | None = None, *, thr
     (the sample variance over the ``N`` points). Works for any guide whose site distributions have a closed-form
     ``mean`` (Normal, Delta, multivariate Normal).
 
-    :param x: ``(N, ...)`` data, ``N >= 2``. :param idx: ``(N,)`` or ``None`` (``arange(N)``).
+    :param x: ``(N, ...)`` data, ``N >= 2``.
+    :param idx: ``(N,)`` or ``None`` (``arange(N)``).
     :returns: :class:`ActiveUnits` ``(count, variances (D,))``.
     :raises ValueError: if a guide site has no closed-form mean.
     """

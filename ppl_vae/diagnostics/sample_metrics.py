@@ -69,7 +69,10 @@ def classifier_inception_score(classifier, images: torch.Tensor) -> float:
 
 def feature_statistics(classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(F,)`` and unbiased covariance ``(F, F)`` (float64) of the classifier's penultimate features of
-    ``images (N, D)``, ``N >= 2``."""
+    ``images (N, D)``, ``N >= 2``.
+
+    :raises ValueError: for fewer than 2 images.
+    """
     feats = _apply(classifier.features, classifier, images, "images")
     if feats.shape[0] < 2:
         raise ValueError(f"Expected at least 2 images to estimate a covariance, got {feats.shape[0]}")
@@ -85,8 +88,10 @@ def gaussian_frechet_distance(mu_a: torch.Tensor, cov_a: torch.Tensor, mu_b: tor
     """The squared 2-Wasserstein (Fréchet) distance between ``N(mu_a, cov_a)`` and ``N(mu_b, cov_b)``:
     ``|mu_a - mu_b|^2 + tr cov_a + tr cov_b - 2 tr (cov_a cov_b)^{1/2}``, computed in float64.
 
-    :param mu_a: ``(F,)``; :param cov_a: ``(F, F)`` symmetric positive semi-definite; likewise ``mu_b``, ``cov_b``.
+    :param mu_a: ``(F,)``.
+    :param cov_a: ``(F, F)`` symmetric positive semi-definite; likewise ``mu_b``, ``cov_b``.
     :returns: a float >= 0 (rounding below 0 is clipped to 0).
+    :raises ValueError: if the shapes do not agree.
     """
     f = mu_a.shape[-1]
     for name, t, shape in (("mu_a", mu_a, (f,)), ("cov_a", cov_a, (f, f)), ("mu_b", mu_b, (f,)), ("cov_b", cov_b, (f, f))):
@@ -115,6 +120,7 @@ def diversity(images: torch.Tensor, classifier=None) -> float:
         (a perceptual-metric-free choice: for binary images the squared pixel distance counts differing pixels,
         e.g. ``sqrt(D / 2)`` on average between independent uniform-noise images).
     :returns: a float >= 0, 0 exactly when all images are equal. Costs ``O(N^2 D)``; computed in row chunks.
+    :raises ValueError: for fewer than 2 images.
     """
     if classifier is None:
         x = check_images(images, name="images").double()

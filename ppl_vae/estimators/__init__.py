@@ -6,8 +6,8 @@ from .estimate import Estimate
 from .iwae import iwae_bound
 from .log_weights import log_weights
 from .prior_mc import prior_mc
-from .psis import KHAT_RELIABLE, pareto_khat
+from .psis import KHAT_RELIABLE, khat_threshold, pareto_khat
 from .selection import select_by_pilot
 
 __all__ = ["Estimate", "ais", "elbo_and_iwae", "annealing_schedule", "elbo", "iwae_bound", "log_weights", "prior_mc",
-           "pareto_khat", "KHAT_RELIABLE", "select_by_pilot"]
+           "pareto_khat", "khat_threshold", "KHAT_RELIABLE", "select_by_pilot"]

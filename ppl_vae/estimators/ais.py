@@ -44,6 +44,8 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     ``"sigmoid"`` (default): Grosse et al. (2015)'s schedule, denser near both ends. ``"geometric"``: 0, then
     ``num_steps`` values log-uniform from ``beta_min`` to 1 (equal ratios of successive temperatures).
     ``"linear"``: equally spaced.
+
+    :raises ValueError: if ``num_steps < 1`` or the schedule is unknown.
     """
     if num_steps < 1:
         raise ValueError(f"Expected num_steps >= 1, got {num_steps}")

@@ -22,7 +22,8 @@ def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None
     the log-mean-exp of each point's log-weights (half the cost of computing them separately), and the Pareto k̂
     of those weights (:mod:`ppl_vae.estimators.psis`), which says whether the IWAE value can be trusted.
 
-    :param x: ``(N, ...)``. :returns: two :class:`Estimate` s with ``per_point (N,)`` and ``khat (N,)``.
+    :param x: ``(N, ...)``.
+    :returns: two :class:`Estimate` s with ``per_point (N,)`` and ``khat (N,)``.
     """
     idx, nesting = prepare_pair(model, guide, x, idx)
     points, samples = chunk_sizes(num_samples, x.shape[0], max_rows)

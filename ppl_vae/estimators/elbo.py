@@ -17,10 +17,14 @@ def elbo(
 ) -> Estimate:
     """Monte-Carlo ELBO :math:`\\frac1S \\sum_s \\log p(x_n, z_s) - \\log q(z_s | x_n)` per data point.
 
-    :param x: ``(N, ...)`` data. :param idx: ``(N,)`` indices (for per-datapoint guides) or ``None``.
-    :param int num_samples: ``S``. :param bool analytic_kl: use closed-form KL terms (mean-field guides; as
-        :class:`pyro.infer.TraceMeanField_ELBO`). :param int max_rows: bound on ``samples x points`` per pass.
+    :param x: ``(N, ...)`` data.
+    :param idx: ``(N,)`` indices (for per-datapoint guides) or ``None``.
+    :param int num_samples: ``S``.
+    :param bool analytic_kl: use closed-form KL terms (mean-field guides; as
+        :class:`pyro.infer.TraceMeanField_ELBO`).
+    :param int max_rows: bound on ``samples x points`` per pass.
     :returns: :class:`Estimate` with ``per_point`` of shape ``(N,)``.
+    :raises ValueError: if ``num_samples < 1``.
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")

@@ -32,7 +32,10 @@ def iwae_bound(
 
     Samples are processed in chunks (a running log-sum-exp), so memory is bounded by ``max_rows`` whatever K.
 
-    :param x: ``(N, ...)``. :param idx: ``(N,)`` or ``None``. :returns: :class:`Estimate`, ``per_point (N,)``.
+    :param x: ``(N, ...)``.
+    :param idx: ``(N,)`` or ``None``.
+    :returns: :class:`Estimate`, ``per_point (N,)``.
+    :raises ValueError: if ``num_samples < 1``.
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")

@@ -21,8 +21,10 @@ def site_kl_per_dimension(name: str, guide_fn, model_fn) -> torch.Tensor:
     """Analytic :math:`\\mathrm{KL}(q \\| p)` of one latent site, element by element of its event:
     a ``(*batch_shape, D)`` tensor with ``D`` the flattened event size.
 
-    :param str name: the site's name (for errors). :param guide_fn: the guide's distribution at the site,
-        ``Normal(...).to_event(k)``. :param model_fn: the model's (prior) distribution there, also Normal.
+    :param str name: the site's name (for errors).
+    :param guide_fn: the guide's distribution at the site,
+        ``Normal(...).to_event(k)``.
+    :param model_fn: the model's (prior) distribution there, also Normal.
     :raises ValueError: if either is not a (possibly ``to_event``) Normal, or their event shapes differ.
     """
     q, q_dims = _strip(guide_fn)

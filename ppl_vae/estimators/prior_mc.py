@@ -26,8 +26,11 @@ def prior_mc(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_sample
              max_rows: int = DEFAULT_MAX_ROWS) -> Estimate:
     """:math:`\\log\\frac1S\\sum_s p(x_n|z_s)` per data point, ``z_s`` from the prior.
 
-    :param x: ``(N, ...)``. :param idx: ``(N,)`` or ``None``. :param int num_samples: ``S``.
+    :param x: ``(N, ...)``.
+    :param idx: ``(N,)`` or ``None``.
+    :param int num_samples: ``S``.
     :returns: :class:`Estimate` with ``per_point (N,)``.
+    :raises ValueError: if ``num_samples < 1``.
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")

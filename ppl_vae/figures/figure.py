@@ -3,6 +3,7 @@ touching the process's matplotlib backend or pyplot's global figure list (a note
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -35,8 +36,18 @@ def save_figure(fig: Figure, path, dpi: int = 120) -> Path:
     return path
 
 
-def image_grid(images: torch.Tensor, rows: int, side: int = 28) -> torch.Tensor:
-    """Tile ``images (rows * cols, side * side)`` into one ``(rows * side, cols * side)`` picture."""
+def image_grid(images: torch.Tensor, rows: int, side: int | None = None) -> torch.Tensor:
+    """Tile ``images (rows * cols, side * side)`` into one ``(rows * side, cols * side)`` picture.
+
+    :param images: flat square images, one per row.
+    :param int rows: rows of the grid.
+    :param side: the images' side in pixels; default the square root of their size (28 for 784 pixels).
+    :returns: the picture.
+    :raises ValueError: if the images are not square (``side * side`` pixels).
+    """
+    side = math.isqrt(images.shape[1]) if side is None else side
+    if side * side != images.shape[1]:
+        raise ValueError(f"Expected square images (side * side pixels) to tile, got {images.shape[1]} pixels per image")
     cols = images.shape[0] // rows
     x = images[: rows * cols].reshape(rows, cols, side, side).permute(0, 2, 1, 3)
     return x.reshape(rows * side, cols * side)

@@ -35,7 +35,10 @@ def plot_gap_bars(columns: dict[str, InferenceGap], path) -> Path:
 
 
 def plot_semi_amortized(gap: InferenceGap, path) -> Path:
-    """Mean ELBO after ``k`` steps of per-datapoint refinement started from the encoder, against ``k``."""
+    """Mean ELBO after ``k`` steps of per-datapoint refinement started from the encoder, against ``k``.
+
+    :raises ValueError: if the gap has no refinement curve.
+    """
     if not gap.curve:
         raise ValueError("This InferenceGap has no refinement curve (record_steps was empty)")
     steps = sorted(gap.curve)

@@ -52,6 +52,10 @@ def observation_means(model, x: torch.Tensor, idx: torch.Tensor | None = None,
 
 
 def as_images(values: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
+    """``values (..., D)`` as square images, and their side ``sqrt(D)``; ``what`` names them in the message.
+
+    :raises ValueError: if the values per point are not a square number.
+    """
     side = math.isqrt(values.shape[-1])
     if side * side != values.shape[-1]:
         raise ValueError(f"Expected observations with a square number of values per point to draw as images, got "
@@ -68,6 +72,7 @@ def plot_prior_samples(model, path, x: torch.Tensor | None = None, num: int = 64
 
     :param x: ``(M, ...)`` example data giving the model its shapes (``M >= 1``; rows are reused). A model with its
         own ``sample(num, probs=True)`` (the zoo's decoders) is sampled through it.
+    :raises ValueError: if the model has no ``sample(num)`` method and no ``x`` is given.
     """
     torch.manual_seed(seed)
     if hasattr(model, "sample"):  # the zoo's decoders (a VAE-GAN's likelihood is in feature space, not pixels)
@@ -88,7 +93,10 @@ def plot_prior_samples(model, path, x: torch.Tensor | None = None, num: int = 64
 def guide_means(guide, x: torch.Tensor, idx: torch.Tensor | None = None, model=None, num_samples: int = 256
                 ) -> torch.Tensor:
     """The guide's mean in the model's latent space, ``(N, D)`` (exact for the amortized Gaussian, from
-    ``num_samples`` draws otherwise); ``model`` defaults to the guide's own latent space's model."""
+    ``num_samples`` draws otherwise); ``model`` defaults to the guide's own latent space's model.
+
+    :raises ValueError: if the latent space is unknown (pass ``model=``).
+    """
     space = getattr(guide, "space", None)
     if model is not None and (space is None or space.model is not model):
         space = LatentSpace(model, x, idx)
@@ -144,7 +152,10 @@ def plot_latent_space(guide, x: torch.Tensor, labels: torch.Tensor, path, class_
 @torch.no_grad()
 def plot_mixture_density(gmm, x: torch.Tensor, path, labels: torch.Tensor | None = None, grid: int = 200) -> Path:
     """Contours of a fitted 2-D mixture's density ``p(x)`` (exact, ``gmm.log_marginal``) over the data points,
-    with the component means marked."""
+    with the component means marked.
+
+    :raises ValueError: if ``x`` is not 2-D data.
+    """
     if x.shape[1] != 2:
         raise ValueError(f"plot_mixture_density draws 2-D data, got x of shape {tuple(x.shape)}")
     lo, hi = x.min(0).values, x.max(0).values

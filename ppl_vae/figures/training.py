@@ -27,7 +27,9 @@ def plot_collapse(kl, path, title: str | None = None):
 
     :param kl: ``(D,)`` KL per dimension (:func:`kl_per_dimension`), or ``(epochs, D)`` its history (the bars
         show the last epoch; the heatmap's rows are the dimensions in the bars' order).
-    :param path: where to save the PNG. :returns: the path.
+    :param path: where to save the PNG.
+    :returns: the path.
+    :raises ValueError: if ``kl`` is not ``(D,)`` or ``(epochs, D)``.
     """
     kl = torch.as_tensor(kl, dtype=torch.float64).cpu()
     if kl.dim() not in (1, 2) or kl.shape[-1] == 0:

@@ -38,7 +38,7 @@ from ppl_vae.guides import LOCAL_GUIDES, AmortizedFlow, AmortizedNormal, LatentS
 from ppl_vae.latent_space import LatentSpace
 from ppl_vae.traces import is_auxiliary, sample_sites, trace_particles
 
-__all__ = ["InferenceGap", "inference_gap", "encoder_family", "FAMILY_NAMES", "markdown_table"]
+__all__ = ["InferenceGap", "inference_gap", "encoder_family", "FAMILY_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,29 +203,6 @@ class InferenceGap:
                                 **{f"elbo_local_{k}": t(v) for k, v in self.elbo_local.items()},
                                 **{k: t(v) for k, v in self.estimates.items()}}
         return out
-
-
-def markdown_table(columns: dict[str, InferenceGap]) -> str:
-    """A Markdown table with one column per study (e.g. per training guide or per split), rows as in
-    Cremer et al.'s Table 2, cells ``mean ± s.e.``; last rows name the q* family each column's gaps use and the
-    share of points whose q* hit the step cap."""
-    names = list(columns)
-    rows = list(dict.fromkeys(r[0] for g in columns.values() for r in g.rows()))
-    values = {c: {r[0]: r for r in g.rows()} for c, g in columns.items()}
-    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for row in rows:
-        cells = []
-        for c in names:
-            r = values[c].get(row)
-            cells.append("" if r is None else f"{r[1]:.2f} ± {r[2]:.2f}")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    families = [columns[c].encoder_family for c in names]
-    lines.append("| gaps measured with | " + " | ".join("—" if f is None else f"q*_{FAMILY_NAMES[f]}" for f in families)
-                 + " |")
-    caps = [columns[c].hit_cap() if columns[c].encoder_family is not None else float("nan") for c in names]
-    lines.append("| q* hit the step cap | " + " | ".join("—" if math.isnan(v) else f"{100 * v:.0f} %" for v in caps)
-                 + " |")
-    return "\n".join(lines)
 
 
 def inference_gap(

@@ -100,6 +100,8 @@ def fit_local_guide(
     :returns: :class:`LocalFit`.
     :raises ValueError: for an unknown family, a pair that breaks the conventions, or discrete latent sites that are
         not enumerated (naming the site).
+    :raises TypeError: if the family is passed in the place of ``idx``.
+    :raises ValueError: for an unknown family.
     """
     if isinstance(idx, str):
         raise TypeError("fit_local_guide(model, x, idx=None, family='ffg', ...): pass the family by keyword")

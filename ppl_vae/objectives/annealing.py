@@ -48,8 +48,17 @@ class LatentScale(Messenger):
 
     Example::
 
-        with LatentScale(0.5):                    # or scale_latents(0.5, model)
-            loss = Trace_ELBO().differentiable_loss(model, guide, x)
+        >>> import torch
+        >>> from pyro.infer import TraceMeanField_ELBO
+        >>> from ppl_vae.models import LinearGaussian
+        >>> from ppl_vae.objectives import LatentScale
+        >>> model = LinearGaussian(x_dim=5, z_dim=2)
+        >>> x, guide = model.marginal().sample((4,)), model.exact_posterior_guide
+        >>> full = TraceMeanField_ELBO().differentiable_loss(model, guide, x)
+        >>> with LatentScale(0.5):                    # or scale_latents(0.5, model)
+        ...     half = TraceMeanField_ELBO().differentiable_loss(model, guide, x)
+        >>> bool(half < full)                         # the KL term (positive in the loss) halved
+        True
     """
 
     def __init__(self, beta: float | torch.Tensor):
@@ -79,6 +88,8 @@ def linear_warmup(step: int, warmup_steps: int, beta_max: float = 1.0) -> float:
     .. math:: \\beta_t = \\beta_{\\max} \\min(1, t / T_{\\text{warm-up}})
 
     ``warmup_steps = 0`` gives ``beta_max`` from the start.
+
+    :raises ValueError: if ``warmup_steps < 0``.
     """
     _check_step(step)
     if warmup_steps < 0:
@@ -94,6 +105,8 @@ def cyclical(step: int, cycle_steps: int, ratio: float = 0.5, beta_max: float = 
     ``beta_max`` over its first ``ratio`` fraction, then holds ``beta_max`` until the next cycle starts at 0.
 
     .. math:: \\tau = \\frac{t \\bmod C}{C}, \\qquad \\beta_t = \\beta_{\\max} \\min(1, \\tau / R)
+
+    :raises ValueError: if ``cycle_steps < 1`` or ``ratio`` is not in (0, 1].
     """
     _check_step(step)
     if cycle_steps < 1:
@@ -131,10 +144,21 @@ class AnnealedELBO:
 
     Example::
 
-        objective = AnnealedELBO(TraceMeanField_ELBO(), partial(linear_warmup, warmup_steps=2000))
-        trainer = Trainer(model, guide, objective, lr=1e-3)
-        for x, _, idx in loader:
-            trainer.step(x, idx)          # beta = objective.beta, rising to 1 over 2000 steps
+        >>> from functools import partial
+        >>> import torch
+        >>> from pyro.infer import TraceMeanField_ELBO
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import BernoulliVAE
+        >>> from ppl_vae.objectives import AnnealedELBO, linear_warmup
+        >>> from ppl_vae.training import Trainer
+        >>> model, x = BernoulliVAE(z_dim=4, hidden=(16,)), torch.rand(8, 784).bernoulli()
+        >>> guide = AmortizedNormal.for_model(model, x, hidden=(16,))
+        >>> objective = AnnealedELBO(TraceMeanField_ELBO(), partial(linear_warmup, warmup_steps=2000))
+        >>> trainer = Trainer(model, guide, objective, lr=1e-3)
+        >>> for step in range(3):
+        ...     loss = trainer.step(x)
+        >>> objective.beta                    # rising to 1 over 2000 steps
+        0.0015
     """
 
     def __init__(self, elbo, schedule: Callable[[int], float] | float, auto_advance: bool = True):
@@ -153,7 +177,10 @@ class AnnealedELBO:
         return beta
 
     def advance(self, steps: int = 1) -> None:
-        """Move the schedule on by ``steps`` training steps."""
+        """Move the schedule on by ``steps`` training steps.
+
+        :raises ValueError: if ``steps < 0``.
+        """
         if steps < 0:
             raise ValueError(f"Expected steps >= 0, got {steps}")
         self.step += steps

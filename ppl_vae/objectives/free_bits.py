@@ -40,10 +40,20 @@ class FreeBitsELBO:
     :param float free_bits_per_dim: :math:`\\lambda`, nats per latent dimension (``>= 0``).
     :param int num_particles: samples of ``z`` per data point for the likelihood term.
     :param int max_plate_nesting: plate nesting of the pair (found by tracing on the first call if ``None``).
+    :raises ValueError: if ``free_bits_per_dim < 0`` (or NaN) or ``num_particles < 1``.
 
     Example::
 
-        trainer = Trainer(model, guide, FreeBitsELBO(free_bits_per_dim=0.25), lr=1e-3)
+        >>> import torch
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import BernoulliVAE
+        >>> from ppl_vae.objectives import FreeBitsELBO
+        >>> from ppl_vae.training import Trainer
+        >>> model, x = BernoulliVAE(z_dim=4, hidden=(16,)), torch.rand(8, 784).bernoulli()
+        >>> guide = AmortizedNormal.for_model(model, x, hidden=(16,))
+        >>> trainer = Trainer(model, guide, FreeBitsELBO(free_bits_per_dim=0.25), lr=1e-3)
+        >>> trainer.step(x) > 0          # the objective, nats per image
+        True
     """
 
     def __init__(self, free_bits_per_dim: float, num_particles: int = 1, max_plate_nesting: int | None = None):

@@ -22,6 +22,7 @@ class IWAE_ELBO:
     whose gradient is the IWAE gradient of Burda et al. (2015).
 
     :param int num_particles: ``K``.
+    :raises ValueError: if ``num_particles < 1``.
     """
 
     def __init__(self, num_particles: int = 50):

@@ -40,7 +40,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Save ``state`` (must hold the keys in ``REQUIRED`` but ``format``) atomically with ``torch.save``."""
+    """Save ``state`` (must hold the keys in ``REQUIRED`` but ``format``) atomically with ``torch.save``.
+
+    :raises ValueError: if ``state`` misses a required key.
+    """
     missing = [k for k in REQUIRED if k != "format" and k not in state]
     if missing:
         raise ValueError(f"Checkpoint state is missing keys {missing}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 import pyro.infer
@@ -69,6 +70,11 @@ class TrainConfig:
             raise ValueError(f"beta, warm-up and free bits apply to --model vae only, got --model {self.model}")
         if min(self.beta, self.warmup_steps, self.cycle_steps, self.free_bits, self.gamma) < 0:
             raise ValueError("Expected beta, warmup_steps, cycle_steps, free_bits and gamma >= 0")
+        for name in ("lr", "beta", "free_bits", "gamma"):  # NaN passes every comparison above; JSON has no NaN
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"Expected {name} to be finite, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"Expected seed in [0, 2**32), got {self.seed}")
         if self.keep_every < 0:
             raise ValueError(f"Expected keep_every >= 0, got {self.keep_every}")
         if self.epochs < 0 or not self.lr > 0:
@@ -79,14 +85,18 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """The configuration saved as ``d`` (``config.json``, a checkpoint's ``config``).
+
+        :raises ValueError: for keys that are not fields of :class:`TrainConfig`.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"Unknown configuration keys {unknown}")
         return cls(**d)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -96,7 +106,10 @@ def build_model(config: TrainConfig, x_dim: int) -> torch.nn.Module:
 
 def build_guide(config: TrainConfig, model, x_example: torch.Tensor, num_points: int | None = None) -> torch.nn.Module:
     """``"amortized"``: the FFG encoder; ``"flow"``: the encoder followed by ``num_flows`` conditional ``flow``
-    transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized)."""
+    transforms; ``"ffg"``: free per-datapoint Gaussians for the ``num_points`` training points (non-amortized).
+
+    :raises ValueError: if the per-datapoint guide is asked for without ``num_points``.
+    """
     if config.model != "vae":
         return build_zoo_guide(config, model, x_example)
     hidden = tuple(reversed(config.hidden))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -17,26 +18,34 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
-from ppl_vae.runs.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from ppl_vae.runs.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.conventions import check_pair
 from ppl_vae.data import Splits, check_images, load_splits, make_loader
+from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
 from ppl_vae.estimators import elbo
-from ppl_vae.training.trainer import Trainer, TrainingDiverged, record, timer
+from ppl_vae.runs.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from ppl_vae.runs.config import AMORTIZED_GUIDES, TrainConfig, build_guide, build_model, build_objective
 from ppl_vae.runs.zoo import ADVERSARIAL
 from ppl_vae.training.adversarial import AdversarialTrainer
+from ppl_vae.training.trainer import Trainer, TrainingDiverged, record, timer
 
 __all__ = ["Run", "train_run", "load_run", "kept_checkpoints", "resolve_device"]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 COLLAPSE_POINTS = 1000  # validation points for the per-epoch KL-per-dimension and active-unit diagnostics
 
 
 def resolve_device(name: str) -> torch.device:
+    """The ``torch.device`` called ``name``, checked to exist on this machine.
+
+    :raises ValueError: if CUDA is asked for and not available, or the device index does not exist.
+    """
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} requested but CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -81,6 +90,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     with the optimizer, data order and random streams as they were, so that 2 epochs then 1 more equal 3.
 
     :raises TrainingDiverged: on a NaN/inf loss; the last good checkpoint is kept on disk.
+    :raises ValueError: if ``run_dir`` already holds a run and ``resume`` is false.
     """
     run_dir = Path(run_dir)
     state = None
@@ -162,8 +172,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
                     kl = kl_per_dimension(model, guide, valid_x[:COLLAPSE_POINTS])
                 trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
                 trainer.history.setdefault("active_units", []).append(active_units(guide, valid_x[:COLLAPSE_POINTS]).count)
-            if progress:
-                bar.write(f"epoch {epoch}: train ELBO {train_elbo:.2f}  valid ELBO {valid_elbo:.2f}  ({seconds:.1f} s)")
+            logger.info("epoch %d: train ELBO %.2f  valid ELBO %.2f  (%.1f s)", epoch, train_elbo, valid_elbo, seconds)
             save(epoch)
             if config.keep_every and (epoch % config.keep_every == 0 or epoch == config.epochs):
                 shutil.copyfile(run_dir / CHECKPOINT, run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt")
@@ -178,6 +187,7 @@ def load_run(run_dir, device: str = "cpu", checkpoint: str | Path | None = None)
     e.g. ``checkpoints/epoch_0010.pt``) for evaluation.
 
     :raises CheckpointError: if the checkpoint is missing, truncated or corrupt.
+    :raises ValueError: if the checkpoint's tensors do not match its configuration.
     """
     run_dir = Path(run_dir)
     dev = resolve_device(device)

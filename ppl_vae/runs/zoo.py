@@ -6,7 +6,7 @@ training objective are built, and the trainer of the two adversarial models.
   (:class:`ppl_vae.objectives.free_bits.FreeBitsELBO`);
 - ``ae``: :class:`~ppl_vae.models.Autoencoder` with a Delta encoder: Pyro's ``Trace_ELBO`` is then the reconstruction loss;
 - ``vqvae``: :class:`~ppl_vae.models.VQVAE` (no latent site; its codebook and commitment losses are a ``pyro.factor``);
-- ``vaegan``, ``aae``: three players each, trained by :class:`AdversarialTrainer` with the models' own steps.
+- ``vaegan``, ``aae``: three players each, trained by :class:`~ppl_vae.training.adversarial.AdversarialTrainer` with the models' own steps.
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from ppl_vae.guides import AmortizedNormal
 from ppl_vae.models import VAEGAN, VQVAE, AdversarialAutoencoder, Autoencoder, BernoulliVAE, DeltaEncoder
 from ppl_vae.objectives import AnnealedELBO, FreeBitsELBO, cyclical, linear_warmup
 
-__all__ = ["ZOO", "build_zoo_model", "build_zoo_guide", "build_zoo_objective", "AdversarialTrainer", "EmptyGuide",
-           "MethodGuide"]
+__all__ = ["ZOO", "build_zoo_model", "build_zoo_guide", "build_zoo_objective", "EmptyGuide", "MethodGuide"]
 
 ZOO = ("vae", "ae", "vqvae", "vaegan", "aae")
 ADVERSARIAL = ("vaegan", "aae")

@@ -33,6 +33,10 @@ class AAEOptimizers:
 
     @classmethod
     def create(cls, aae: AdversarialAutoencoder, lr: float = 1e-3) -> AAEOptimizers:
+        """The Adam optimizers of the autoencoder and of the latent discriminator, learning rate ``lr``.
+
+        :raises ValueError: if ``lr <= 0``.
+        """
         if lr <= 0:
             raise ValueError(f"Expected lr > 0 but got {lr}")
         autoencoder = [*aae.encoder.parameters(), *aae.decoder.parameters()]
@@ -85,6 +89,7 @@ def train_aae(aae: AdversarialAutoencoder, loader, epochs: int, lr: float = 1e-3
     :param optimizers: to continue a training; by default new Adam optimizers with ``lr``.
     :returns: per-epoch history, batch means: ``epoch``, ``reconstruction`` (nats per point), ``disc_loss``,
         ``disc_accuracy``, ``gen_loss``, ``seconds``.
+    :raises ValueError: if ``epochs < 1``.
     """
     if epochs < 1:
         raise ValueError(f"Expected epochs >= 1 but got {epochs}")

@@ -27,6 +27,11 @@ class AdversarialTrainer:
         return [getattr(self.optimizers, f.name) for f in self.optimizers.__dataclass_fields__.values()]
 
     def train_epoch(self, loader, progress=None) -> float:
+        """One pass over ``loader`` of ``(x, y, idx)`` batches, each player stepping on its own loss.
+
+        :returns: the mean of the model's Pyro objective over the epoch (nats per point).
+        :raises TrainingDiverged: if a loss becomes NaN or infinite.
+        """
         total, count = 0.0, 0
         for x, _, idx in loader:
             if self.kind == "vaegan":

@@ -29,6 +29,7 @@ def fit_gmm(x: torch.Tensor, num_components: int, num_steps: int = 500, lr: floa
     enumerated in parallel), Adam, means initialized by k-means++ seeding (Arthur & Vassilvitskii 2007).
 
     :returns: the model and the loss (negative log-likelihood in nats per point) at every step.
+    :raises ValueError: if ``x`` is not a finite ``(N, D)`` tensor.
     """
     if x.dim() != 2 or not torch.isfinite(x).all():
         raise ValueError(f"Expected finite data of shape (N, D), got shape {tuple(x.shape)}")

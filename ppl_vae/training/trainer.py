@@ -17,6 +17,8 @@ import pyro
 import torch
 from pyro import poutine
 
+from ppl_vae.conventions import check_pair
+
 __all__ = ["Trainer", "TrainingDiverged"]
 
 
@@ -27,7 +29,8 @@ class TrainingDiverged(FloatingPointError):
 class Trainer:
     """SVI on ``model(x, idx)`` / ``guide(x, idx)`` with the Pyro ELBO ``objective``.
 
-    :param model: Pyro model (function or ``nn.Module``). :param guide: Pyro guide, same signature.
+    :param model: Pyro model (function or ``nn.Module``).
+    :param guide: Pyro guide, same signature.
     :param objective: an object with ``differentiable_loss(model, guide, x, idx)`` (Pyro's ELBOs have it).
     :param float lr: Adam learning rate.
     :param modules: further ``nn.Module`` s whose parameters are trained (e.g. the module behind a model wrapped
@@ -56,6 +59,8 @@ class Trainer:
 
     def _ensure_optimizer(self, x, idx):
         if self.optimizer is None:
+            # the pair is checked once, before the first step (Pyro's SVI only warns about unmatched sites)
+            check_pair(self.model, self.guide, x, idx)
             params = self.parameters(x, idx)
             if not params:
                 raise ValueError(
@@ -67,6 +72,8 @@ class Trainer:
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
         """One gradient step on a batch ``x (B, ...)``; returns the batch's negative ELBO in nats per point.
 
+        :raises ValueError: before the first step, if the guide's sites do not match the model's latent sites
+            (:func:`~ppl_vae.conventions.check_pair`).
         :raises TrainingDiverged: if the loss is NaN or infinite (no update is applied).
         """
         self._ensure_optimizer(x, idx)

@@ -40,6 +40,10 @@ class VAEGANOptimizers:
 
     @classmethod
     def create(cls, vaegan: VAEGAN, guide: nn.Module, lr: float = 1e-3) -> VAEGANOptimizers:
+        """One Adam optimizer per player (encoder, decoder, discriminator), each with learning rate ``lr``.
+
+        :raises ValueError: if ``lr <= 0``.
+        """
         if lr <= 0:
             raise ValueError(f"Expected lr > 0 but got {lr}")
 
@@ -128,6 +132,7 @@ def train_vaegan(vaegan: VAEGAN, guide, loader, epochs: int, lr: float = 1e-3, g
     :param optimizers: to continue a training; by default three new Adam optimizers with ``lr``.
     :returns: per-epoch history, batch means: ``epoch``, ``elbo``, ``feature_nll``, ``reconstruction`` (nats per
         point), ``gen_loss``, ``disc_loss``, ``disc_accuracy``, ``seconds``.
+    :raises ValueError: if ``epochs < 1`` or ``gamma < 0``.
     """
     if epochs < 1:
         raise ValueError(f"Expected epochs >= 1 but got {epochs}")

@@ -25,6 +25,8 @@ def train_vqvae(model: VQVAE, loader, epochs: int, lr: float = 1e-3, codebook_lr
         reconstruction NLL (nats per point, averaged over the epoch's batches as the parameters changed) and the
         perplexity of the codes chosen during the epoch (each batch's codes before its update).
     :raises TrainingDiverged: if the loss becomes NaN or infinite (no update is applied).
+    :raises ValueError: if ``epochs < 0``.
+    :raises TrainingDiverged: if the loss becomes NaN or infinite.
     """
     if epochs < 0:
         raise ValueError(f"Expected epochs >= 0, got {epochs}")

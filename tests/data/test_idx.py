@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-from ppl_vae.data import read_idx, write_idx
+from ppl_vae.data import DataError, read_idx, write_idx
 from ppl_vae.data.sources import embedded_dir
 
 
@@ -44,5 +44,17 @@ def test_not_an_idx_file(tmp_path):
 def test_corrupt_gzip(tmp_path):
     path = tmp_path / "x-idx3-ubyte.gz"
     path.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(ValueError, match="Could not read IDX file"):
+    with pytest.raises(DataError, match="Could not read IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("offset", [22, 24, 30])
+def test_corrupt_deflate_stream_is_a_data_error(tmp_path, offset):
+    """A byte flipped inside the compressed stream: zlib.error (22, 24) or a CRC failure (30), all reported."""
+    path = tmp_path / "x-idx3-ubyte.gz"
+    write_idx(path, torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x55
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"Could not read IDX file '{path}'"):
         read_idx(path)

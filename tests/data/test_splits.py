@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ppl_vae.data import check_images, load_splits, make_loader
+from ppl_vae.data import DataError, check_images, load_splits, make_loader
 
 
 def test_splits_sizes_and_range():
@@ -39,7 +39,9 @@ def test_loader_returns_indices_and_is_seeded():
     assert torch.equal(again[2], i)
 
 
-def test_check_images_errors():
+def test_check_images_errors_are_data_errors():
+    with pytest.raises(DataError, match="Expected x to be a torch.Tensor"):
+        check_images([[0.0, 1.0]])
     with pytest.raises(ValueError, match="shape"):
         check_images(torch.zeros(3, 4, 5, 6))
     with pytest.raises(ValueError, match="784 pixels"):
@@ -56,5 +58,14 @@ def test_check_images_errors():
 def test_bad_options():
     with pytest.raises(ValueError, match="Unknown binarization"):
         load_splits(binarize="random")
-    with pytest.raises(ValueError, match="leaves no training data"):
+    with pytest.raises(ValueError, match=r"Expected valid_size as a count in \[0, 5000\)"):
         load_splits(valid_size=5000)
+    with pytest.raises(ValueError, match=r"Expected valid_size as a count in \[0, 5000\).*got -1"):
+        load_splits(valid_size=-1)
+    for fraction in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"Expected valid_size as a fraction in \[0, 1\)"):
+            load_splits(valid_size=fraction)
+    with pytest.raises(ValueError, match="Expected valid_size to be a count"):
+        load_splits(valid_size="0.1")
+    with pytest.raises(ValueError, match="must leave training data"):
+        load_splits(valid_size=0.99999)  # rounds to every training image

@@ -1,7 +1,12 @@
 """Pareto k̂ per data point: small when the guide is the exact posterior, large for a badly placed guide."""
+import warnings
+
+import arviz as az
+import numpy as np
+import pytest
 import torch
 
-from ppl_vae.estimators import elbo_and_iwae, log_weights, pareto_khat
+from ppl_vae.estimators import elbo_and_iwae, khat_threshold, log_weights, pareto_khat
 from ppl_vae.estimators.psis import TopLogWeights
 from ppl_vae.guides import PerDatapointNormal
 from ppl_vae.models import LinearGaussian
@@ -36,3 +41,69 @@ def test_elbo_and_iwae_agree_with_separate_estimators():
     exact = model.log_marginal(x).detach()
     assert torch.allclose(e.per_point, exact, atol=1e-8) and torch.allclose(i.per_point, exact, atol=1e-8)
     assert k.shape == (3,)
+
+
+# -- agreement with ArviZ ----------------------------------------------------------------------------------------
+
+
+def _gpd_log_weights(k: float, num_samples: int, num_points: int, seed: int) -> torch.Tensor:
+    """Log-weights whose weights follow a generalized Pareto distribution of shape ``k`` (heavy-tailed for k > 0.5:
+    infinite variance; k > 1: infinite mean)."""
+    u = torch.rand(num_samples, num_points, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return ((u.pow(-k) - 1) / k).log()
+
+
+@pytest.mark.parametrize("k", [0.3, 0.6, 0.9, 1.3])
+@pytest.mark.parametrize("num_samples", [100, 1000, 5000])
+def test_khat_equals_arviz_psislw_on_heavy_tails(k, num_samples):
+    lw = _gpd_log_weights(k, num_samples, 6, seed=int(10 * k) + num_samples)
+    _, expected = az.psislw(lw.T.numpy())
+    assert np.allclose(pareto_khat(lw).numpy(), expected, rtol=0, atol=1e-10)
+
+
+def test_khat_equals_arviz_psislw_for_a_narrow_gaussian_proposal():
+    """Target N(0, 1), proposal N(0, 0.6^2): the weights' tail has k = 1 - 0.6^2 = 0.64 (Vehtari et al. 2024)."""
+    z = torch.randn(4000, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.6
+    lw = torch.distributions.Normal(0.0, 1.0).log_prob(z) - torch.distributions.Normal(0.0, 0.6).log_prob(z)
+    _, expected = az.psislw(lw.T.numpy())
+    assert np.allclose(pareto_khat(lw).numpy(), expected, rtol=0, atol=1e-10)
+    assert abs(pareto_khat(lw).mean().item() - 0.64) < 0.15
+
+
+@pytest.mark.parametrize("num_samples", [20, 100, 1000, 2000, 2155, 5000, 100000])
+def test_khat_threshold_is_arvizs_good_k(num_samples):
+    rng = np.random.default_rng(0)
+    idata = az.from_dict(posterior={"a": rng.normal(size=(1, num_samples))},
+                         log_likelihood={"y": rng.normal(size=(1, num_samples, 3))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        good_k = az.loo(idata, pointwise=True).good_k
+    assert khat_threshold(num_samples) == pytest.approx(good_k, abs=1e-12)
+
+
+def test_khat_threshold_values_and_errors():
+    assert khat_threshold(100) == pytest.approx(0.5)
+    assert khat_threshold(1000) == pytest.approx(2 / 3)
+    assert khat_threshold(10**6) == 0.7
+    assert khat_threshold(10) == 0.0 and khat_threshold(3) == 0.0  # ArviZ: 0 at S = 10, negative below
+    with pytest.raises(ValueError, match="Expected num_samples >= 1"):
+        khat_threshold(0)
+
+
+def test_posterior_diagnostics_screen_with_the_sample_size_threshold():
+    """With 100 draws per point the threshold is 0.5: a sampler whose weights have k̂ ≈ 0.6 no longer sets log p̂(x)
+    (with the fixed 0.7 it did)."""
+    from ppl_vae.posterior import Draws, diagnostics, to_inference_data
+
+    lw = _gpd_log_weights(0.6, 100, 1, seed=3)
+    khat = pareto_khat(lw).item()
+    assert 0.5 < khat < 0.7, khat
+    heavy = Draws(latents={"z": torch.zeros(1, 100, 1, 2)}, log_joint=lw.reshape(1, 100, 1) + 5.0,
+                  log_q=torch.zeros(1, 100, 1))
+    gentle = torch.randn(1, 100, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.01
+    light = Draws(latents={"z": torch.zeros(1, 100, 1, 2)}, log_joint=gentle - 1.0, log_q=torch.zeros(1, 100, 1))
+    idata = to_inference_data({"heavy": heavy, "light": light}, torch.zeros(1, 4), torch.tensor([0]))
+    rows = {r["sampler"]: r for r in diagnostics(idata)}
+    assert rows["heavy"]["khat"] == pytest.approx(khat)
+    assert rows["light"]["khat"] < 0.5
+    assert rows["light"]["log_p_hat"] == pytest.approx(-1.0, abs=0.01)  # the heavy sampler's larger IWAE screened out

@@ -6,11 +6,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from ppl_vae.runs.checkpoint import CheckpointError, load_checkpoint
-from ppl_vae.runs.config import TrainConfig
 from ppl_vae.conventions import check_pair
 from ppl_vae.estimators import elbo
 from ppl_vae.runs import load_run, train_run
+from ppl_vae.runs.checkpoint import CheckpointError, load_checkpoint
+from ppl_vae.runs.config import TrainConfig
 from ppl_vae.training.trainer import Trainer, TrainingDiverged
 
 SMALL = dict(z_dim=8, hidden=(64,), batch_size=100, valid_size=500)
@@ -81,8 +81,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, float32, monkey
 
     def poisoned(self, x, idx=None):
         calls["n"] += 1
-        if calls["n"] == 10:  # the learning rate "explodes" mid-epoch
-            x = x * float("nan")
+        if calls["n"] == 10:  # the learning rate "explodes" mid-epoch: the encoder's weights become NaN (NaN data
+            with torch.no_grad():  # would be refused as a data error before any loss)
+                next(self.guide.parameters()).fill_(float("nan"))
         return original(self, x, idx)
 
     monkeypatch.setattr(Trainer, "step", poisoned)

@@ -1,0 +1,221 @@
+"""The evaluate job: the ELBO, the stronger estimators of log p(x), and log p̂(x), per data point.
+
+:func:`evaluate` computes them for any model/guide pair that follows :mod:`ppl_vae.conventions`;
+:func:`evaluate_run` is ``ppl-vae evaluate``: a trained run's pair on the first points of one of its splits.
+
+Example::
+
+    >>> import torch
+    >>> from ppl_vae.models import LinearGaussian
+    >>> model = LinearGaussian(x_dim=5, z_dim=2)
+    >>> x = model.marginal().sample((4,))
+    >>> result = evaluate(model, model.exact_posterior_guide, x, num_samples=10, iwae_samples=100)
+    >>> list(result.estimates)
+    ['elbo', 'iwae_100', 'log_p_hat']
+    >>> bool(torch.allclose(result["log_p_hat"].per_point, model.log_marginal(x)))  # exact posterior: no gap
+    True
+
+References:
+
+- Burda, Grosse & Salakhutdinov (2016). Importance weighted autoencoders. ICLR.
+- Cremer, Li & Duvenaud (2018). Inference suboptimality in variational autoencoders. ICML.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from ppl_vae.data.splits import check_images
+from ppl_vae.estimators import Estimate, ais, elbo, iwae_bound, prior_mc
+from ppl_vae.runs import Run
+
+from .inputs import as_run, first_points, split_data
+from .outputs import write_json
+
+__all__ = ["Evaluation", "evaluate", "evaluate_run", "log_p_hat", "STRONG_ESTIMATORS"]
+
+logger = logging.getLogger(__name__)
+
+STRONG_ESTIMATORS = ("iwae", "ais")
+"""Name prefixes of the estimators that enter log p̂(x)."""
+
+
+def log_p_hat(estimates: Iterable[Estimate]) -> Estimate | None:
+    """log p̂(x) as Cremer et al. (2018) assemble it: per data point, the largest of the strong estimates (IWAE
+    bounds and AIS, by name prefix :data:`STRONG_ESTIMATORS`), each a lower bound of log p(x) in expectation.
+
+    :param estimates: :class:`~ppl_vae.estimators.Estimate` s of the same ``N`` points; others (ELBO, prior MC)
+        are ignored.
+    :returns: an ``Estimate`` named ``"log_p_hat"`` with ``per_point (N,)`` and ``info["from"]`` naming the
+        estimates used, or ``None`` if there is no strong estimate.
+    :raises ValueError: if the strong estimates cover different numbers of points.
+    """
+    strong = [e for e in estimates if e.name.startswith(STRONG_ESTIMATORS)]
+    if not strong:
+        return None
+    sizes = [(e.name, e.per_point.shape[0]) for e in strong]
+    if len({n for _, n in sizes}) > 1:
+        raise ValueError(f"Expected estimates of the same data points, got (name, size) {sizes}")
+    best = torch.stack([e.per_point for e in strong]).max(0).values
+    return Estimate("log_p_hat", best, {"from": [e.name for e in strong]})
+
+
+@dataclass
+class Evaluation:
+    """The estimates of one evaluation, in the order computed, and where they came from.
+
+    :ivar dict estimates: name -> :class:`~ppl_vae.estimators.Estimate` (``per_point (N,)`` nats).
+    :ivar int seed: the seed the estimators ran with.
+    :ivar dict meta: what was evaluated (e.g. ``{"run": ..., "split": ...}``), written first in :meth:`to_dict`.
+    :ivar str note: a caveat to show with the numbers (e.g. that an objective is not a bound on log p(x)).
+    """
+
+    estimates: dict[str, Estimate]
+    seed: int = 0
+    meta: dict = field(default_factory=dict)
+    note: str | None = None
+
+    def __getitem__(self, name: str) -> Estimate:
+        return self.estimates[name]
+
+    @property
+    def num_points(self) -> int:
+        """``N``, the number of data points evaluated."""
+        return next(iter(self.estimates.values())).per_point.shape[0]
+
+    def to_dict(self, per_point: bool = True) -> dict:
+        """The report ``ppl-vae evaluate`` writes: ``meta``, ``num_points``, ``seed``, ``estimates`` (each with
+        ``mean``, ``stderr`` and, if ``per_point``, the values per point) and ``note`` when there is one.
+
+        :param bool per_point: include every point's value.
+        :returns: a JSON-serializable dict.
+        """
+        out = {**self.meta, "num_points": self.num_points, "seed": self.seed,
+               "estimates": {name: e.to_dict(per_point) for name, e in self.estimates.items()}}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+    def table(self) -> str:
+        """A plain-text table: estimator, mean nats per point, standard error.
+
+        :returns: the table, one line per estimator under a header line.
+        """
+        where = f" {self.meta['split']}" if "split" in self.meta else ""
+        lines = [f"{'estimator':<20} {'nats/point':>12} {'± s.e.':>8}   ({self.num_points}{where} points)"]
+        lines += [f"{e.name:<20} {e.mean:>12.3f} {e.stderr:>8.3f}" for e in self.estimates.values()]
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON, atomically (a reader sees the old file or the new one, never half).
+
+        :param path: the JSON file.
+        :returns: ``path``.
+        :raises OSError: if the file cannot be written (it is then left as it was).
+        """
+        return write_json(Path(path), self.to_dict())
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"Expected {name} to be an integer >= {low}, got {value!r}")
+
+
+def evaluate(
+    model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, *, num_samples: int = 1, iwae_samples: int = 0,
+    ais_steps: int = 0, ais_chains: int = 16, ais_leapfrog: int = 10, ais_from_guide: bool = False,
+    prior_mc_samples: int = 0, seed: int = 0, progress: bool = False,
+) -> Evaluation:
+    """Estimate log p(x) per data point with the ELBO and, when asked, the IWAE bound, AIS and prior Monte-Carlo;
+    then log p̂(x) (:func:`log_p_hat`) when a strong estimator ran.
+
+    :param model: the Pyro model ``model(x, idx)``.
+    :param guide: its guide (used by the ELBO, IWAE and AIS from the guide).
+    :param x: ``(N, D)`` data points; for models with an ``x_dim``, ``D`` must equal it.
+    :param idx: ``(N,)`` the points' indices in their split (for per-datapoint guides), or ``None``.
+    :param int num_samples: Monte-Carlo samples per point for the ELBO.
+    :param int iwae_samples: ``K`` of the IWAE bound (0: not computed).
+    :param int ais_steps: annealing distributions of AIS (0: not computed).
+    :param int ais_chains: AIS chains per point.
+    :param int ais_leapfrog: leapfrog steps per HMC transition of AIS.
+    :param bool ais_from_guide: start AIS from the guide instead of the prior.
+    :param int prior_mc_samples: samples of the naive prior Monte-Carlo estimate (0: not computed).
+    :param int seed: seed of every estimator (set with :func:`pyro.set_rng_seed` first).
+    :param bool progress: show progress bars.
+    :returns: the :class:`Evaluation`, estimates in the order ``elbo``, ``iwae_K``, ``ais_T``, ``prior_mc_S``,
+        ``log_p_hat``.
+    :raises ValueError: for a count out of range or data of the wrong shape.
+    :raises DataError: for data the model cannot score (NaN, pixels outside [0, 1] under a Bernoulli likelihood).
+    """
+    _at_least("num_samples", num_samples, 1)
+    for name, value in (("iwae_samples", iwae_samples), ("ais_steps", ais_steps), ("prior_mc_samples", prior_mc_samples),
+                        ("seed", seed)):
+        _at_least(name, value, 0)
+    _at_least("ais_chains", ais_chains, 1)
+    _at_least("ais_leapfrog", ais_leapfrog, 1)
+    if ais_from_guide and not ais_steps:
+        raise ValueError("Expected ais_steps >= 1 with ais_from_guide=True, got ais_steps=0 (AIS is off)")
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(f"Expected x of shape (N, D) with N >= 1, got {tuple(x.shape) if isinstance(x, torch.Tensor) else x!r}")
+    x_dim = getattr(model, "x_dim", None)
+    if isinstance(x_dim, int):
+        check_images(x, x_dim, likelihood=None, name="x")
+    pyro.set_rng_seed(seed)
+    results = [elbo(model, guide, x, idx, num_samples=num_samples)]
+    if iwae_samples:
+        results.append(iwae_bound(model, guide, x, idx, num_samples=iwae_samples, progress=progress))
+    if ais_steps:
+        results.append(ais(model, x, idx, guide=guide if ais_from_guide else None, num_chains=ais_chains,
+                           num_steps=ais_steps, leapfrog_steps=ais_leapfrog, progress=progress))
+    if prior_mc_samples:
+        results.append(prior_mc(model, x, idx, num_samples=prior_mc_samples))
+    best = log_p_hat(results)
+    if best is not None:
+        results.append(best)
+    return Evaluation({r.name: r for r in results}, seed)
+
+
+def evaluate_run(
+    run: Run | str | os.PathLike, split: str = "test", n: int | None = None, *, num_samples: int = 1,
+    iwae_samples: int = 0, ais_steps: int = 0, ais_chains: int = 16, ais_leapfrog: int = 10,
+    ais_from_guide: bool = False, prior_mc_samples: int = 0, seed: int = 0, device: str = "cpu",
+    progress: bool = False,
+) -> Evaluation:
+    """``ppl-vae evaluate``: :func:`evaluate` on the first ``n`` points of a run's ``split``.
+
+    Save the result with :meth:`Evaluation.save` (the command writes ``RUN/evaluation_<split>.json``).
+
+    :param run: a :class:`~ppl_vae.runs.Run` or its directory (loaded onto ``device``).
+    :param str split: ``"train"``, ``"valid"`` or ``"test"``.
+    :param n: the first ``n`` points (``None``: all).
+    :param str device: where to load a run given as a directory.
+    :returns: the :class:`Evaluation`; ``meta`` holds the run directory and the split; ``note`` says when the
+        run's model is not a VAE (its "ELBO" is then its Pyro objective, not a bound on log p(x)).
+    :raises ValueError: for a per-datapoint guide on a split other than ``"train"``, an empty split, ``n`` out
+        of range, or a count out of range (see :func:`evaluate`).
+    :raises DataError: if the split's images do not fit the run's model.
+    :raises CheckpointError: for a missing, truncated or foreign checkpoint.
+
+    The other parameters are :func:`evaluate`'s.
+    """
+    run = as_run(run, device)
+    if not run.amortized and split != "train":
+        raise ValueError(f"The run's guide {run.config.guide!r} is per-datapoint (trained on the training points "
+                         "only): evaluate split 'train', or measure test bounds with the gap job, which fits q* "
+                         "for each test point")
+    x, idx = first_points(split_data(run, split), n, split)
+    result = evaluate(run.model, run.guide, x, idx, num_samples=num_samples, iwae_samples=iwae_samples,
+                      ais_steps=ais_steps, ais_chains=ais_chains, ais_leapfrog=ais_leapfrog,
+                      ais_from_guide=ais_from_guide, prior_mc_samples=prior_mc_samples, seed=seed, progress=progress)
+    result.meta = {"run": str(run.path), "split": split}
+    if run.config.model != "vae":
+        result.note = (f"model {run.config.model!r}: the 'elbo' is its Pyro objective (reconstruction or feature "
+                       "likelihood), not a bound on log p(x)")
+        logger.warning(result.note)
+    return result
