@@ -251,3 +251,33 @@ def test_constrained_sites_get_guides_in_their_support():
     g = _pair("gamma_scale")
     with pytest.raises(ValueError, match=r"Guide site 'tau' has support real but the model's is nonnegative"):
         check_pair(g.model, NormalForPositive(), g.x, g.idx)
+
+
+@pytest.mark.parametrize("name", ["gamma_scale", "dirichlet_counts", "linear_gaussian", "matrix_latent"])
+def test_analytic_kl_falls_back_to_sampling_where_no_closed_form_exists(name):
+    """``elbo(analytic_kl=True)`` uses closed-form KL terms where registered (a log-normal guide of a log-normal prior,
+    Gaussians) and the sampled terms elsewhere (a log-normal guide of a Gamma prior), as TraceMeanField_ELBO does:
+    both estimate the same ELBO."""
+    p = _pair(name)
+    for guide in (p.guide, fit_local_guide(p.model, p.x, p.idx, "ffg", max_steps=5, seed=0).guide):
+        mc = elbo(p.model, guide, p.x, p.idx, num_samples=4000)
+        analytic = elbo(p.model, guide, p.x, p.idx, num_samples=4000, analytic_kl=True)
+        assert torch.allclose(mc.per_point, analytic.per_point, atol=0.15, rtol=0.01), (mc, analytic)
+
+
+@pytest.mark.parametrize("name", ["pyro_vae", "bernoulli_vae"])
+def test_figures_of_models_without_decode_or_sample_methods(name, tmp_path):
+    """Pyro's example VAE has neither ``decode`` nor ``sample``: prior samples, reconstructions and the manifold are
+    drawn from its observed site's mean (4 x 4 images here)."""
+    from ppl_vae.figures.posterior import plot_manifold
+    from ppl_vae.figures.samples import plot_latent_space, plot_prior_samples, plot_reconstructions
+
+    p = _pair(name)
+    paths = [plot_prior_samples(p.model, tmp_path / "prior.png", p.x, num=9),
+             plot_reconstructions(p.model, p.guide, p.x, tmp_path / "recon.png", num=4, idx=p.idx),
+             plot_manifold(p.model, tmp_path / "manifold.png", p.x, n=5),
+             plot_latent_space(p.guide, p.x, torch.arange(p.x.shape[0]) % 3, tmp_path / "latent.png", model=p.model)]
+    assert all(path.stat().st_size > 2000 for path in paths)
+    with pytest.raises(ValueError, match="square number of values per point"):
+        two = _pair("two_level")
+        plot_prior_samples(two.model, tmp_path / "x.png", two.x)

@@ -12,6 +12,7 @@ model that the guide does not sample and that the model marks for enumeration ar
 """
 from __future__ import annotations
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
@@ -33,6 +34,13 @@ def prepare_pair(model, guide, x: torch.Tensor, idx: torch.Tensor | None) -> tup
         raise ValueError("Expected at least one data point, got x of shape " + str(tuple(x.shape)))
     check_pair(model, guide, x[:2], idx[:2])
     return idx, max_plate_nesting(model, guide, x[:1], idx[:1])
+
+
+def _innermost(fn):
+    """The distribution inside ``Independent`` / masked / expanded wrappers."""
+    while type(fn).__name__ in ("Independent", "MaskedDistribution", "ExpandedDistribution"):
+        fn = fn.base_dist
+    return fn
 
 
 def traced_pair(model, guide, x, idx=None, num_samples: int = 1, nesting: int | None = None):
@@ -75,6 +83,8 @@ def log_weights(
             if is_auxiliary(gsite) or name not in model_trace.nodes:
                 continue
             msite = model_trace.nodes[name]
+            if isinstance(_innermost(gsite["fn"]), dist.Delta):
+                continue  # a point mass (latent-space guides, autoencoders): its density lives in its log_density
             try:
                 kl = kl_divergence(gsite["fn"], msite["fn"])
             except NotImplementedError:

@@ -32,7 +32,7 @@ import pyro
 import torch
 
 from ppl_vae.data.splits import check_images
-from ppl_vae.estimators import Estimate, ais, elbo, iwae_bound, prior_mc
+from ppl_vae.estimators import Estimate, ais, elbo, iwae_bound, prior_mc, select_by_pilot
 from ppl_vae.runs import Run
 
 from .inputs import as_run, first_points, split_data
@@ -46,15 +46,19 @@ STRONG_ESTIMATORS = ("iwae", "ais")
 """Name prefixes of the estimators that enter log p̂(x)."""
 
 
-def log_p_hat(estimates: Iterable[Estimate]) -> Estimate | None:
-    """log p̂(x) as Cremer et al. (2018) assemble it: per data point, the largest of the strong estimates (IWAE
-    bounds and AIS, by name prefix :data:`STRONG_ESTIMATORS`), each a lower bound of log p(x) in expectation.
+def log_p_hat(estimates: Iterable[Estimate], pilots: Iterable[Estimate] = ()) -> Estimate | None:
+    """log p̂(x) from the strong estimates (IWAE bounds and AIS, by name prefix :data:`STRONG_ESTIMATORS`), each a
+    stochastic lower bound of log p(x): the one whose *pilot* — the same estimator rerun with its own random numbers
+    and a fraction of the budget — has the highest mean over the points (:func:`~ppl_vae.estimators.select_by_pilot`).
+    Never a per-point maximum over the estimates, which would keep the luckiest draw of each point and land above
+    log p(x) (as Cremer et al. 2018's assembly can).
 
     :param estimates: :class:`~ppl_vae.estimators.Estimate` s of the same ``N`` points; others (ELBO, prior MC)
         are ignored.
-    :returns: an ``Estimate`` named ``"log_p_hat"`` with ``per_point (N,)`` and ``info["from"]`` naming the
-        estimates used, or ``None`` if there is no strong estimate.
-    :raises ValueError: if the strong estimates cover different numbers of points.
+    :param pilots: pilot estimates, one per strong estimate and with the same name; needed when there are several.
+    :returns: an ``Estimate`` named ``"log_p_hat"`` with ``per_point (N,)``, ``info["from"]`` the chosen estimate and
+        ``info["candidates"]`` all of them; or ``None`` if there is no strong estimate.
+    :raises ValueError: if the strong estimates cover different numbers of points, or several come without pilots.
     """
     strong = [e for e in estimates if e.name.startswith(STRONG_ESTIMATORS)]
     if not strong:
@@ -62,8 +66,15 @@ def log_p_hat(estimates: Iterable[Estimate]) -> Estimate | None:
     sizes = [(e.name, e.per_point.shape[0]) for e in strong]
     if len({n for _, n in sizes}) > 1:
         raise ValueError(f"Expected estimates of the same data points, got (name, size) {sizes}")
-    best = torch.stack([e.per_point for e in strong]).max(0).values
-    return Estimate("log_p_hat", best, {"from": [e.name for e in strong]})
+    names = [e.name for e in strong]
+    if len(strong) == 1:
+        return Estimate("log_p_hat", strong[0].per_point, {"from": names[0], "candidates": names})
+    pilot = {e.name: e.per_point for e in pilots}
+    missing = [n for n in names if n not in pilot]
+    if missing:
+        raise ValueError(f"Expected a pilot estimate for each of {names} to choose log p̂'s estimator, missing {missing}")
+    values, chosen = select_by_pilot({e.name: e.per_point for e in strong}, {n: pilot[n] for n in names})
+    return Estimate("log_p_hat", values, {"from": chosen, "candidates": names})
 
 
 @dataclass
@@ -133,7 +144,8 @@ def evaluate(
     prior_mc_samples: int = 0, seed: int = 0, progress: bool = False,
 ) -> Evaluation:
     """Estimate log p(x) per data point with the ELBO and, when asked, the IWAE bound, AIS and prior Monte-Carlo;
-    then log p̂(x) (:func:`log_p_hat`) when a strong estimator ran.
+    then log p̂(x) (:func:`log_p_hat`) when a strong estimator ran: with both IWAE and AIS, the one that wins
+    independent pilot runs (a tenth of the samples or chains, after the reported ones).
 
     :param model: the Pyro model ``model(x, idx)``.
     :param guide: its guide (used by the ELBO, IWAE and AIS from the guide).
@@ -175,7 +187,14 @@ def evaluate(
                            num_steps=ais_steps, leapfrog_steps=ais_leapfrog, progress=progress))
     if prior_mc_samples:
         results.append(prior_mc(model, x, idx, num_samples=prior_mc_samples))
-    best = log_p_hat(results)
+    pilots = []
+    if iwae_samples and ais_steps:  # two candidates for log p̂: choose on independent pilots (a tenth of the budget)
+        iw, a = results[1], results[2]
+        pilot_iw = iwae_bound(model, guide, x, idx, num_samples=max(1, iwae_samples // 10))
+        pilot_a = ais(model, x, idx, guide=guide if ais_from_guide else None, num_chains=max(1, ais_chains // 10),
+                      num_steps=ais_steps, leapfrog_steps=ais_leapfrog)
+        pilots = [Estimate(iw.name, pilot_iw.per_point), Estimate(a.name, pilot_a.per_point)]
+    best = log_p_hat(results, pilots)
     if best is not None:
         results.append(best)
     return Evaluation({r.name: r for r in results}, seed)
