@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,19 +20,23 @@ __all__ = ["main"]
 
 
 def _train(args) -> int:
-    from ppl_vae.runs import train_run
+    from ppl_vae.runs import TrainingInterrupted, resume_config, train_run
     from ppl_vae.runs.config import TrainConfig
 
-    config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, binarize=args.binarize,
-        valid_size=float(args.valid_size) if "." in args.valid_size else int(args.valid_size),
-        z_dim=args.z_dim, hidden=tuple(args.hidden), activation=args.activation, elbo=args.elbo, k=args.k,
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, device=args.device,
-        guide=args.guide, flow=args.flow, num_flows=args.num_flows, keep_every=args.keep_every, model=args.model,
-        beta=args.beta, warmup_steps=args.warmup_steps, cycle_steps=args.cycle_steps, free_bits=args.free_bits,
-        gamma=args.gamma,
-    )
-    run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    # options left out take TrainConfig's defaults (one set of defaults for the CLI and the API), or, with
+    # --resume, the run's own values; a given option that would change a resumed run is refused by name
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra"]
+    given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    if "valid_size" in given:
+        given["valid_size"] = float(args.valid_size) if "." in args.valid_size else int(args.valid_size)
+    if "hidden" in given:
+        given["hidden"] = tuple(given["hidden"])
+    try:
+        config = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
+        run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
+    except TrainingInterrupted as e:
+        print(f"ppl-vae train: interrupted: {e}", file=sys.stderr)
+        return 130
     print(f"run saved in {run.path}")
     return 0
 
@@ -248,36 +253,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders in Pyro and their inference gap.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a VAE with SVI and save a run directory")
+    t = sub.add_parser("train", help="train a VAE with SVI and save a run directory",
+                       description="Options left out take the defaults of ppl_vae.runs.TrainConfig (shown), or with "
+                                   "--resume the run's own values.")
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--dataset", default="fashion-mnist-small", choices=sorted(DATASETS))
+    t.add_argument("--dataset", default=None, choices=sorted(DATASETS), help="default fashion-mnist-small")
     t.add_argument("--data-dir", default=None, help="directory with the IDX files (else $PPL_VAE_DATA, cache, /usr/share/datasets)")
-    t.add_argument("--binarize", default="dynamic", choices=BINARIZATIONS)
-    t.add_argument("--valid-size", default="0.1", help="held-out training images: a count (5000) or a fraction (0.1)")
-    t.add_argument("--model", default="vae", choices=MODELS,
-                   help="vae; ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
-    t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (beta-VAE); the warm-up's final value")
-    t.add_argument("--warmup-steps", type=int, default=0, help="linear KL warm-up over this many steps")
-    t.add_argument("--cycle-steps", type=int, default=0, help="cyclical KL annealing with this period (steps)")
-    t.add_argument("--free-bits", type=float, default=0.0, metavar="LAMBDA", help="free bits: KL floor per latent dimension (nats)")
-    t.add_argument("--gamma", type=float, default=1.0, help="VAE-GAN: weight of the feature likelihood for the decoder")
-    t.add_argument("--z-dim", type=int, default=50)
-    t.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    t.add_argument("--activation", default="elu")
-    t.add_argument("--elbo", default="trace", choices=OBJECTIVES,
-                   help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
-    t.add_argument("--k", type=int, default=1, help="particles per data point (IWAE's K)")
-    t.add_argument("--guide", default="amortized", choices=GUIDES,
-                   help="amortized: FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
-    t.add_argument("--flow", default="iaf", choices=sorted(FLOWS), help="transform of --guide flow")
-    t.add_argument("--num-flows", type=int, default=2, help="transforms of --guide flow")
-    t.add_argument("--keep-every", type=int, default=0, metavar="E",
+    t.add_argument("--binarize", default=None, choices=BINARIZATIONS, help="default dynamic")
+    t.add_argument("--valid-size", default=None, help="held-out training images: a count (5000) or a fraction (default 0.1)")
+    t.add_argument("--model", default=None, choices=MODELS,
+                   help="vae (default); ae: deterministic autoencoder; vqvae; vaegan: VAE-GAN; aae: adversarial autoencoder")
+    t.add_argument("--beta", type=float, default=None, help="weight of the KL term (beta-VAE); the warm-up's final value (default 1)")
+    t.add_argument("--warmup-steps", type=int, default=None, help="linear KL warm-up over this many steps")
+    t.add_argument("--cycle-steps", type=int, default=None, help="cyclical KL annealing with this period (steps)")
+    t.add_argument("--free-bits", type=float, default=None, metavar="LAMBDA",
+                   help="free bits: KL floor per latent dimension (nats; with --elbo meanfield)")
+    t.add_argument("--gamma", type=float, default=None, help="VAE-GAN: weight of the feature likelihood for the decoder (default 1)")
+    t.add_argument("--z-dim", type=int, default=None, help="default 50")
+    t.add_argument("--hidden", type=int, nargs="+", default=None, help="default 200 200")
+    t.add_argument("--activation", default=None, help="default elu")
+    t.add_argument("--elbo", default=None, choices=OBJECTIVES,
+                   help="trace (default): Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); iwae: per-point IWAE bound")
+    t.add_argument("--k", type=int, default=None, help="particles per data point (IWAE's K; default 1)")
+    t.add_argument("--guide", default=None, choices=GUIDES,
+                   help="amortized (default): FFG encoder; flow: encoder + conditional flows; ffg: per-datapoint Gaussians")
+    t.add_argument("--flow", default=None, choices=sorted(FLOWS), help="transform of --guide flow (default iaf)")
+    t.add_argument("--num-flows", type=int, default=None, help="transforms of --guide flow (default 2)")
+    t.add_argument("--keep-every", type=int, default=None, metavar="E",
                    help="also keep checkpoints/epoch_XXXX.pt every E epochs (for gaps over training)")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch-size", type=int, default=100)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--lr", type=float, default=None, help="default 1e-3")
+    t.add_argument("--batch-size", type=int, default=None, help="default 100")
+    t.add_argument("--epochs", type=int, default=None, help="default 10")
+    t.add_argument("--seed", type=int, default=None, help="default 0")
+    t.add_argument("--device", default=None, help="cpu (default) or cuda")
     t.add_argument("--resume", action="store_true", help="continue the run in --out up to --epochs")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
