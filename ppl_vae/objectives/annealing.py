@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from pyro.poutine.messenger import Messenger
 
-from .base import ObjectiveELBO, preserved_randomness
+from .base import ObjectiveELBO, loss_and_elbo, preserved_randomness
 from .iwae import IWAE_ELBO
 
 __all__ = ["LatentScale", "scale_latents", "linear_warmup", "cyclical", "constant", "AnnealedELBO"]
@@ -187,24 +187,28 @@ class AnnealedELBO(ObjectiveELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The β-weighted negative ELBO of the batch (a scalar to back-propagate), with β = :attr:`beta`."""
-        beta = self.beta
-        loss = self.elbo.differentiable_loss(scale_latents(beta, model), scale_latents(beta, guide), *args, **kwargs)
+        return self._hooked(self.elbo.differentiable_loss(scale_latents(self.beta, model), scale_latents(self.beta, guide),
+                                                          *args, **kwargs))
+
+    def _hooked(self, loss):
         if self.auto_advance and isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.register_hook(self._on_backward)
         return loss
 
-    def differentiable_loss_and_elbo(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(β-weighted loss, -ELBO)``: the negative ELBO (β = 1) is computed with the *same* random draws as the
-        loss (the random state is replayed, then put back), without gradient; at β = 1 it is the loss itself."""
+    def differentiable_loss_and_elbo(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(β-weighted loss, -ELBO)``: the wrapped objective's negative ELBO at β = 1 (for a
+        :class:`~ppl_vae.objectives.FreeBitsELBO`, its true, un-floored one), computed with the *same* random draws as
+        the loss (the random state is replayed, then put back) and without gradient; ``None`` if the wrapped
+        objective gives no ELBO."""
         beta = self.beta
         if beta == 1:
-            loss = self.differentiable_loss(model, guide, *args, **kwargs)
-            return loss, loss.detach()
+            loss, negative_elbo = loss_and_elbo(self.elbo, model, guide, *args, **kwargs)
+            return self._hooked(loss), negative_elbo
         with preserved_randomness():  # the next block draws the same numbers
-            loss = self.differentiable_loss(model, guide, *args, **kwargs)
+            loss, _ = loss_and_elbo(self.elbo, scale_latents(beta, model), scale_latents(beta, guide), *args, **kwargs)
         with torch.no_grad():
-            true = self.elbo.differentiable_loss(model, guide, *args, **kwargs)
-        return loss, true.detach()
+            _, negative_elbo = loss_and_elbo(self.elbo, model, guide, *args, **kwargs)
+        return self._hooked(loss), negative_elbo
 
     def _on_backward(self, grad: torch.Tensor) -> None:
         self.advance()

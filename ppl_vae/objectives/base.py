@@ -17,11 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from pyro.infer import ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 
 from ppl_vae.conventions import DATA_PLATE, max_plate_nesting
 
-__all__ = ["ObjectiveELBO", "data_plate_scale", "preserved_randomness", "reparameterized_sites", "plate_nesting"]
+__all__ = ["ELBO_OBJECTIVES", "ObjectiveELBO", "data_plate_scale", "loss_and_elbo", "plate_nesting", "preserved_randomness",
+           "reparameterized_sites"]
+
+ELBO_OBJECTIVES = (Trace_ELBO, TraceGraph_ELBO, TraceEnum_ELBO)
+"""Pyro objectives whose loss *is* the negative ELBO (``TraceMeanField_ELBO`` and the JIT variants derive from them)."""
 
 
 class ObjectiveELBO(ELBO):
@@ -93,3 +97,13 @@ def plate_nesting(model, guide, *args) -> int:
     """:func:`ppl_vae.conventions.max_plate_nesting`, traced without moving the random streams."""
     with preserved_randomness():
         return max_plate_nesting(model, guide, *args)
+
+
+def loss_and_elbo(objective, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(differentiable loss, negative ELBO or None)`` of any objective: ours give both
+    (:meth:`ObjectiveELBO.differentiable_loss_and_elbo`); for Pyro's ELBOs (:data:`ELBO_OBJECTIVES`) the loss is
+    the negative ELBO; for anything else (``RenyiELBO``, ...) there is no ELBO to report (``None``)."""
+    if hasattr(objective, "differentiable_loss_and_elbo"):
+        return objective.differentiable_loss_and_elbo(model, guide, *args, **kwargs)
+    loss = objective.differentiable_loss(model, guide, *args, **kwargs)
+    return loss, (loss.detach() if isinstance(objective, ELBO_OBJECTIVES) else None)

@@ -17,19 +17,15 @@ import time
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae.conventions import DATA_PLATE
-from ppl_vae.objectives.base import preserved_randomness
+from ppl_vae.objectives.base import ELBO_OBJECTIVES, loss_and_elbo, preserved_randomness
 
 from .guards import INVALID_VALUES, TrainingDiverged, guarded_update
 
 __all__ = ["Trainer", "TrainingDiverged", "ELBO_OBJECTIVES"]
 
-ELBO_OBJECTIVES = (Trace_ELBO, TraceGraph_ELBO, TraceEnum_ELBO)
-"""Pyro objectives whose loss *is* the negative ELBO (``TraceMeanField_ELBO`` and the JIT variants derive from
-them); for any other objective without ``differentiable_loss_and_elbo`` the trainer logs no ELBO."""
 
 
 class _DataPlateSize(Messenger):
@@ -101,13 +97,6 @@ class Trainer:
                 )
             self.optimizer = adam(params, self.lr)
 
-    def _loss_and_elbo(self, x, idx) -> tuple[torch.Tensor, torch.Tensor | None]:
-        objective = self.objective
-        if hasattr(objective, "differentiable_loss_and_elbo"):
-            return objective.differentiable_loss_and_elbo(self.model, self.guide, x, idx)
-        loss = objective.differentiable_loss(self.model, self.guide, x, idx)
-        return loss, (loss.detach() if isinstance(objective, ELBO_OBJECTIVES) else None)
-
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
         """One gradient step on a batch ``x (B, ...)``; returns the batch's loss of the trained objective in nats per
         data point (the negative ELBO for Pyro's ELBOs). :attr:`last_elbo` is then the batch's ELBO estimate in
@@ -121,7 +110,7 @@ class Trainer:
         plate = _DataPlateSize()
         try:
             with plate:
-                loss, negative_elbo = self._loss_and_elbo(x, idx)
+                loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
         except ValueError as e:  # with validation on, non-finite distribution parameters fail their constraints
             if INVALID_VALUES not in str(e):
                 raise
