@@ -54,7 +54,7 @@ from ppl_vae.runs.config import (
 )
 from ppl_vae.runs.directory import RunLock
 from ppl_vae.runs.zoo import build_trainer
-from ppl_vae.training.guards import INVALID_VALUES, TrainingDiverged
+from ppl_vae.training.guards import TrainingDiverged, invalid_values_reason
 from ppl_vae.training.trainer import record, timer
 
 __all__ = ["Run", "TrainingInterrupted", "train_run", "resume_config", "load_run", "kept_checkpoints", "resolve_device"]
@@ -149,14 +149,15 @@ def _evaluate(model, guide, x, samples: int, seed: int, device, what: str) -> fl
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         try:
-            value = elbo(model, guide, x, num_samples=samples).mean
+            value, reason = elbo(model, guide, x, num_samples=samples).mean, None
         except ValueError as e:
-            if INVALID_VALUES not in str(e):
+            reason = invalid_values_reason(e)
+            if reason is None:
                 raise
             value = math.nan
     if not math.isfinite(value):
         raise TrainingDiverged(f"The {what} ELBO became {value}: the trained parameters give non-finite "
-                               "distributions (lower the learning rate)")
+                               f"distributions{f' ({reason})' if reason else ''} (lower the learning rate)")
     return value
 
 

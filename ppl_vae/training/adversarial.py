@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .aae import AAEOptimizers, aae_step
-from .guards import INVALID_VALUES, TrainingDiverged
+from .guards import TrainingDiverged, invalid_values_reason
 from .vaegan import VAEGANOptimizers, vaegan_step
 
 __all__ = ["AdversarialTrainer"]
@@ -52,10 +52,11 @@ class AdversarialTrainer:
         except TrainingDiverged as e:
             raise TrainingDiverged(f"{e} (step {step} of the {self.kind} training)") from e
         except ValueError as e:
-            if INVALID_VALUES not in str(e):
+            reason = invalid_values_reason(e)
+            if reason is None:
                 raise
             raise TrainingDiverged(f"The loss became nan at step {step}: a distribution's parameters are not finite "
-                                   f"({str(e).splitlines()[0]})") from e
+                                   f"({reason})") from e
         bad = {k: v for k, v in out.items() if not math.isfinite(v)}
         if bad:
             raise TrainingDiverged(f"A loss became NaN or infinite at step {step}: {bad}")

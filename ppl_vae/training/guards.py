@@ -9,13 +9,31 @@ with finite gradients); if not, :class:`TrainingDiverged` says so and the in-mem
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import torch
 
-__all__ = ["TrainingDiverged", "check_loss", "guarded_update", "nonfinite_tensors", "INVALID_VALUES"]
+__all__ = ["TrainingDiverged", "check_loss", "guarded_update", "invalid_values_reason", "nonfinite_tensors",
+           "INVALID_VALUES"]
 
 INVALID_VALUES = "found invalid values"  # torch's distribution-validation message for non-finite parameters
+
+
+def invalid_values_reason(error: Exception) -> str | None:
+    """The part of a distribution-validation error that names the parameter or value (``Expected parameter loc
+    (Tensor of shape (100, 3)) of distribution Normal(...)``), or ``None`` if ``error`` is not one."""
+    text = str(error)
+    if INVALID_VALUES not in text:
+        return None
+    start = text.find("Expected ")  # "Expected parameter loc (...) of distribution ..." or "Expected value argument"
+    reason = text[start:] if start >= 0 else text
+    for end in (" to satisfy", " to be within"):
+        if end in reason:
+            reason = reason[: reason.find(end)]
+            break
+    site = re.search(r"at site '([^']+)'", text)
+    return f"site {site.group(1)!r}: {reason.splitlines()[0]}" if site else reason.splitlines()[0]
 
 
 class TrainingDiverged(FloatingPointError):

@@ -22,7 +22,7 @@ from pyro.poutine.messenger import Messenger
 from ppl_vae.conventions import DATA_PLATE
 from ppl_vae.objectives.base import ELBO_OBJECTIVES, loss_and_elbo, preserved_randomness
 
-from .guards import INVALID_VALUES, TrainingDiverged, guarded_update
+from .guards import TrainingDiverged, guarded_update, invalid_values_reason
 
 __all__ = ["Trainer", "TrainingDiverged", "ELBO_OBJECTIVES"]
 
@@ -112,12 +112,12 @@ class Trainer:
             with plate:
                 loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
         except ValueError as e:  # with validation on, non-finite distribution parameters fail their constraints
-            if INVALID_VALUES not in str(e):
+            reason = invalid_values_reason(e)
+            if reason is None:
                 raise
             raise TrainingDiverged(
-                f"The loss became nan at step {step}: a distribution's parameters are not finite "
-                f"({str(e).splitlines()[0]}); stopping with the parameters of the last good step (lower the "
-                "learning rate or check the data)"
+                f"The loss became nan at step {step}: a distribution's parameters are not finite ({reason}); stopping "
+                "with the parameters of the last good step (lower the learning rate or check the data)"
             ) from e
         points = plate.size or x.shape[0]
         guarded_update(loss / x.shape[0], self.optimizer, step, names=self.names)
