@@ -245,7 +245,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
         """history.json first, then the kept snapshot, then the checkpoint: the commit point."""
         data = snapshot(epoch)
         _write_json(run_dir / "history.json", trainer.history)
-        if config.keep_every and (epoch % config.keep_every == 0 or epoch == config.epochs):
+        if config.keep_every and epoch and (epoch % config.keep_every == 0 or epoch == config.epochs):
             atomic_write_bytes(run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt", data)
         atomic_write_bytes(run_dir / CHECKPOINT, data)
         committed["epoch"] = epoch

@@ -56,7 +56,7 @@ class AdversarialTrainer:
             if reason is None:
                 raise
             raise TrainingDiverged(f"The loss became nan at step {step}: a distribution's parameters are not finite "
-                                   f"({reason})") from e
+                                   f"({reason}) (step {step} of the {self.kind} training)") from e
         bad = {k: v for k, v in out.items() if not math.isfinite(v)}
         if bad:
             raise TrainingDiverged(f"A loss became NaN or infinite at step {step}: {bad}")

@@ -60,9 +60,10 @@ def _bad(tensors: list[torch.Tensor], limit: float) -> list[int]:
     if not tensors:
         return []
     norms = torch.stack([n.to(torch.float64) for n in torch._foreach_norm(tensors, float("inf"))])
-    if bool((norms <= limit).all()):  # one synchronization in the common case
+    ok = torch.isfinite(norms) & (norms <= limit)  # NaN compares False
+    if bool(ok.all()):  # one synchronization in the common case
         return []
-    return [i for i, ok in enumerate((norms <= limit).tolist()) if not ok]
+    return [i for i, good in enumerate(ok.tolist()) if not good]
 
 
 def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
