@@ -75,11 +75,12 @@ def argv_of(name: str, out: Path, epochs: int, resume: bool) -> list[str]:
 
 
 class Child:
-    """A training in a forked child; ``flag`` is shared memory the child sets to 1 while it writes a file."""
+    """A training in a forked child; ``flag`` is shared memory: byte 0 is 1 while the child writes a file, byte 1
+    counts the writes it has started."""
 
     def __init__(self, argv: list[str], flag: mmap.mmap, slow_writes: bool):
         self.flag = flag
-        flag[0] = 0
+        flag[0] = flag[1] = 0
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
@@ -125,6 +126,7 @@ def _instrument(flag: mmap.mmap, slow_writes: bool) -> None:
     delays = random.Random()  # its own stream: the training's random streams must not be touched
 
     def flagged(path, data):
+        flag[1] = (flag[1] + 1) % 256
         flag[0] = 1
         try:
             original(path, data)
@@ -209,16 +211,11 @@ def kill_during(child: Child, rng: random.Random, moment: str, horizon: float, w
     one of the session's ``writes`` file writes, chosen uniformly). Returns whether it hit a running training."""
     start = time.perf_counter()
     deadline = start + (rng.uniform(0.0, horizon) if moment == "random" else 10 * horizon)
-    skip = rng.randrange(writes) if moment == "write" else 0  # which write to hit
-    seen = 0
+    target = rng.randrange(writes) + 1 if moment == "write" else 0  # which write to hit
     while child.alive():
-        if moment == "write" and child.flag[0]:
-            if seen == skip:
-                time.sleep(rng.uniform(0.0, 0.003))
-                break
-            seen += 1
-            while child.flag[0] and child.alive():
-                time.sleep(0.0002)
+        if moment == "write" and child.flag[1] >= target and child.flag[0]:
+            time.sleep(rng.uniform(0.0, 0.003))
+            break
         if time.perf_counter() >= deadline:
             break
         time.sleep(0.0002)
@@ -305,7 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="directory for the runs (default: a temporary one, removed)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    flag = mmap.mmap(-1, 1)
+    flag = mmap.mmap(-1, 2)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ppl_vae_faults_"))
     header = (f"{'configuration':<40} {'kills':>5} {'in writes':>9} {'SIGINT':>6} {'corrupted':>9} {'failed resumes':>14} "
               f"{'not bitwise':>11}")
