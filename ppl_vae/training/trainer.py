@@ -67,9 +67,11 @@ class Trainer:
                                          "seconds": []}
         self.steps = 0
         self.last_elbo: float | None = None
+        self._plate_size: int | None = None
 
     def parameters(self, x, idx) -> list[torch.Tensor]:
-        """Every trainable tensor of the pair, found without moving the random streams (sets :attr:`names`)."""
+        """Every trainable tensor of the pair, found without moving the random streams (sets :attr:`names`, and notes
+        whether the data plate is subsampled, i.e. how many points a loss stands for)."""
         params, names = {}, {}
         for label, fn in (("model", self.model), ("guide", self.guide), *((f"modules[{i}]", m) for i, m in enumerate(self.modules))):
             if isinstance(fn, torch.nn.Module):
@@ -77,8 +79,11 @@ class Trainer:
                     if p.requires_grad:
                         params[id(p)] = p
                         names.setdefault(id(p), f"{label}.{name}")
-        with preserved_randomness(), poutine.trace(param_only=True) as capture:
+        plate = _DataPlateSize()
+        with preserved_randomness(), poutine.trace(param_only=True) as capture, plate:
             self.objective.differentiable_loss(self.model, self.guide, x, idx)
+        # a subsampled data plate (its full size is not the batch's): losses stand for all its points
+        self._plate_size = plate.size if plate.size not in (None, x.shape[0]) else None
         for name, site in capture.trace.nodes.items():
             p = site["value"].unconstrained()
             if p.requires_grad:
@@ -107,10 +112,8 @@ class Trainer:
         """
         self._ensure_optimizer(x, idx)
         step = self.steps + 1
-        plate = _DataPlateSize()
         try:
-            with plate:
-                loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
+            loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
         except ValueError as e:  # with validation on, non-finite distribution parameters fail their constraints
             reason = invalid_values_reason(e)
             if reason is None:
@@ -119,7 +122,7 @@ class Trainer:
                 f"The loss became nan at step {step}: a distribution's parameters are not finite ({reason}); stopping "
                 "with the parameters of the last good step (lower the learning rate or check the data)"
             ) from e
-        points = plate.size or x.shape[0]
+        points = self._plate_size or x.shape[0]
         guarded_update(loss / x.shape[0], self.optimizer, step, names=self.names)
         self.steps = step
         self.last_elbo = None if negative_elbo is None else -negative_elbo.item() / points
