@@ -44,7 +44,7 @@ def train_vae(x_loader, args):
     history = {"epoch": [], "elbo": []}
     for epoch in range(1, args.epochs + 1):
         history["epoch"].append(epoch)
-        history["elbo"].append(trainer.train_epoch(x_loader))
+        history["elbo"].append(trainer.train_epoch(x_loader)["train_elbo"])
     return model, guide, history
 
 

@@ -155,13 +155,15 @@ TRAIN_OPTIONS = ("dataset", "data_dir", "binarize", "valid_size", "model", "guid
 
 
 def _train(args) -> int:
-    from ppl_vae.runs import TrainConfig, train_run
+    from ppl_vae.runs import TrainConfig, resume_config, train_run
 
-    # options left out take TrainConfig's defaults: one set of defaults for the command line and the API
+    # options left out take TrainConfig's defaults (one set of defaults for the command line and the API), or, with
+    # --resume, the run's own values; a given option that would change a resumed run is refused by name. Ctrl-C
+    # (TrainingInterrupted, a KeyboardInterrupt carrying the kept checkpoint and the resume command) reaches main().
     given = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
     if "hidden" in given:
         given["hidden"] = tuple(given["hidden"])
-    config = TrainConfig(**given)
+    config = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {run.path}")
     return 0
@@ -270,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     positive, natural = _integer(1), _integer(0)
 
     t = sub.add_parser("train", parents=[train_common], help="train a VAE with SVI and save a run directory",
-                       description="Options left out take the defaults of ppl_vae.runs.TrainConfig (named in the help).")
+                       description="Options left out take the defaults of ppl_vae.runs.TrainConfig (named in the help), "
+                                   "or with --resume the run's own values.")
     t.add_argument("--out", required=True, type=_out_dir, help="run directory")
     t.add_argument("--dataset", default=None, choices=DATASETS, help="default fashion-mnist-small")
     t.add_argument("--data-dir", default=None, type=_existing_dir,
@@ -285,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=natural, default=None, help="linear KL warm-up over this many steps")
     t.add_argument("--cycle-steps", type=natural, default=None, help="cyclical KL annealing with this period (steps)")
     t.add_argument("--free-bits", type=_number(), default=None, metavar="LAMBDA",
-                   help="free bits: KL floor per latent dimension (nats)")
+                   help="free bits: KL floor per latent dimension (nats; with --elbo meanfield)")
     t.add_argument("--gamma", type=_number(), default=None, help="VAE-GAN: weight of the feature likelihood for the decoder (default 1)")
     t.add_argument("--z-dim", type=positive, default=None, help="default 50")
     t.add_argument("--hidden", type=positive, nargs="+", default=None, help="default 200 200")

@@ -39,7 +39,9 @@ def kl_per_dimension(model, guide, x: torch.Tensor, idx: torch.Tensor | None = N
     .. math:: \\mathrm{KL}_d = \\frac1N \\sum_{n=1}^N \\mathrm{KL}\\big(q(z_d | x_n) \\,\\|\\, p(z_d)\\big)
 
     Sums to the mean KL term of the ELBO (per data point). Needs a Normal guide and a Normal prior at every
-    latent site (:func:`site_kl_per_dimension`).
+    latent site (:func:`~ppl_vae.estimators.kl.site_kl_per_dimension`), possibly masked (``.mask(m)``, as in Pyro's
+    deep Markov model: a masked-out element counts 0). Site scales are not applied: a subsampled data plate's
+    ``N / B`` or a KL weight does not change a point's KL.
 
     :param x: ``(N, ...)`` data.
     :param idx: ``(N,)`` indices (default ``arange(N)``, for per-datapoint guides).
@@ -50,7 +52,8 @@ def kl_per_dimension(model, guide, x: torch.Tensor, idx: torch.Tensor | None = N
     total = None
     for a in range(0, x.shape[0], chunk_size):
         model_trace, guide_trace, _ = traced_pair(model, guide, x[a : a + chunk_size], idx[a : a + chunk_size], 1, nesting)
-        parts = [(kl * w.unsqueeze(-1)).reshape(-1, kl.shape[-1]).sum(0) for _, kl, w in latent_kl_terms(model_trace, guide_trace)]
+        # masks count, scales do not: a subsampled plate's N/B or a KL weight beta is not part of a point's KL
+        parts = [(t.kl * t.mask).reshape(-1, t.kl.shape[-1]).sum(0) for t in latent_kl_terms(model_trace, guide_trace)]
         chunk = torch.cat(parts)
         total = chunk if total is None else total + chunk
     return total / x.shape[0]

@@ -11,13 +11,23 @@ __all__ = ["plot_history", "plot_collapse"]
 
 
 def plot_history(history: dict, path) -> Path:
-    """Training and validation ELBO (nats per data point) against epochs."""
+    """Training ELBO, the trained objective where it is not the ELBO (``history["objective"]`` names it), and the
+    held-out ELBO (validation, or test for a run without a validation split), nats per data point against epochs."""
     fig, ax = new_figure((6, 4))
-    ax.plot(history["epoch"], history["train_elbo"], "o-", label="train ELBO")
-    ax.plot(history["epoch"], history["valid_elbo"], "s-", label="validation ELBO")
+    epochs = history["epoch"]
+    if any(v is not None for v in history.get("train_elbo", [])):
+        ax.plot(epochs, [float("nan") if v is None else v for v in history["train_elbo"]], "o-", label="train ELBO")
+    objective = history.get("train_objective")
+    if objective and objective != history.get("train_elbo"):
+        ax.plot(epochs, objective, "^--", label=f"trained objective: {history.get('objective', 'not the ELBO')}")
+    split = history.get("valid_split", "valid")
+    held_out = history.get(f"{split}_elbo", [])
+    if held_out:
+        ax.plot(epochs, [float("nan") if v is None else v for v in held_out], "s-",
+                label="validation ELBO" if split == "valid" else f"{split} ELBO (no validation split)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per data point")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 

@@ -28,6 +28,9 @@ from collections.abc import Callable
 import torch
 from pyro.poutine.messenger import Messenger
 
+from .base import ObjectiveELBO, loss_and_elbo, preserved_randomness
+from .iwae import IWAE_ELBO
+
 __all__ = ["LatentScale", "scale_latents", "linear_warmup", "cyclical", "constant", "AnnealedELBO"]
 
 
@@ -126,21 +129,25 @@ def constant(step: int, beta: float = 1.0) -> float:
     return float(beta)
 
 
-class AnnealedELBO:
+class AnnealedELBO(ObjectiveELBO):
     """A Pyro ELBO whose KL term is weighted by β from a schedule: the training objective
-    :math:`-\\sum_n \\mathcal{L}_{\\beta_t}(x_n)` at training step :math:`t`.
+    :math:`-\\sum_n \\mathcal{L}_{\\beta_t}(x_n)` at training step :math:`t`. A :class:`pyro.infer.ELBO`
+    (``differentiable_loss``, ``loss``, ``loss_and_grads``, ``AnnealedELBO(...)(model, guide)`` → ``ELBOModule``).
 
     The step counter counts *gradient steps*: with ``auto_advance=True`` (default) it advances by one each time a
     loss returned by :meth:`differentiable_loss` is back-propagated (a hook on the returned tensor). So
-    :class:`ppl_vae.training.trainer.Trainer` moves the schedule once per :meth:`~ppl_vae.training.trainer.Trainer.step`, and calls that
-    are not followed by ``backward()`` (the trainer's parameter discovery, evaluations) leave it where it is.
-    With ``auto_advance=False``, call :meth:`advance` yourself.
+    :class:`ppl_vae.training.trainer.Trainer` and :class:`pyro.infer.SVI` move the schedule once per step, and
+    calls that are not followed by ``backward()`` (the trainer's parameter discovery, evaluations) leave it where
+    it is. With ``auto_advance=False``, call :meth:`advance` yourself. The counter is training state:
+    :meth:`state_dict` / :meth:`load_state_dict` save and restore it (checkpoints do).
 
-    :param elbo: a Pyro ELBO (``Trace_ELBO``, ``TraceMeanField_ELBO``, ...) or anything with
-        ``differentiable_loss(model, guide, *args)`` and ``loss(model, guide, *args)``.
+    :param elbo: a Pyro ELBO whose loss honours site scales (``Trace_ELBO``, ``TraceMeanField_ELBO``,
+        ``TraceGraph_ELBO``, :class:`~ppl_vae.objectives.FreeBitsELBO`, ...).
     :param schedule: a function ``step -> beta`` (e.g. ``functools.partial(linear_warmup, warmup_steps=1000)``)
         or a number (a constant β).
     :param bool auto_advance: advance the step counter on every backward pass.
+    :raises ValueError: if ``elbo`` is an :class:`~ppl_vae.objectives.IWAE_ELBO` (its importance weights are
+        unscaled: a β would be silently ignored) or a constant schedule is negative or not finite.
 
     Example::
 
@@ -162,10 +169,16 @@ class AnnealedELBO:
     """
 
     def __init__(self, elbo, schedule: Callable[[int], float] | float, auto_advance: bool = True):
+        if isinstance(elbo, IWAE_ELBO):
+            raise ValueError(
+                "Expected an ELBO that honours site scales, but got IWAE_ELBO: its per-point importance weights are "
+                "not scaled, so a KL weight beta would be ignored; train IWAE_ELBO without AnnealedELBO"
+            )
         if not callable(schedule):
             _check_beta(schedule, "schedule")
             value = float(schedule)
             schedule = lambda step: value  # noqa: E731
+        super().__init__(num_particles=getattr(elbo, "num_particles", 1))
         self.elbo, self.schedule, self.auto_advance = elbo, schedule, auto_advance
         self.step = 0
 
@@ -185,13 +198,44 @@ class AnnealedELBO:
             raise ValueError(f"Expected steps >= 0, got {steps}")
         self.step += steps
 
+    def state_dict(self) -> dict:
+        """``{"step": int}``: the schedule's position (plain types, for checkpoints)."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the schedule's position saved by :meth:`state_dict`.
+
+        :raises ValueError: if ``state["step"]`` is not an integer ``>= 0``.
+        """
+        step = state.get("step") if isinstance(state, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"Expected a state {{'step': int >= 0}}, got {state!r}")
+        self.step = step
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The β-weighted negative ELBO of the batch (a scalar to back-propagate), with β = :attr:`beta`."""
-        beta = self.beta
-        loss = self.elbo.differentiable_loss(scale_latents(beta, model), scale_latents(beta, guide), *args, **kwargs)
+        return self._hooked(self.elbo.differentiable_loss(scale_latents(self.beta, model), scale_latents(self.beta, guide),
+                                                          *args, **kwargs))
+
+    def _hooked(self, loss):
         if self.auto_advance and isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.register_hook(self._on_backward)
         return loss
+
+    def differentiable_loss_and_elbo(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(β-weighted loss, -ELBO)``: the wrapped objective's negative ELBO at β = 1 (for a
+        :class:`~ppl_vae.objectives.FreeBitsELBO`, its true, un-floored one), computed with the *same* random draws as
+        the loss (the random state is replayed, then put back) and without gradient; ``None`` if the wrapped
+        objective gives no ELBO."""
+        beta = self.beta
+        if beta == 1:
+            loss, negative_elbo = loss_and_elbo(self.elbo, model, guide, *args, **kwargs)
+            return self._hooked(loss), negative_elbo
+        with preserved_randomness():  # the next block draws the same numbers
+            loss, _ = loss_and_elbo(self.elbo, scale_latents(beta, model), scale_latents(beta, guide), *args, **kwargs)
+        with torch.no_grad():
+            _, negative_elbo = loss_and_elbo(self.elbo, model, guide, *args, **kwargs)
+        return self._hooked(loss), negative_elbo
 
     def _on_backward(self, grad: torch.Tensor) -> None:
         self.advance()

@@ -6,7 +6,9 @@ training objective are built, and the trainer of the two adversarial models.
   (:class:`ppl_vae.objectives.free_bits.FreeBitsELBO`);
 - ``ae``: :class:`~ppl_vae.models.Autoencoder` with a Delta encoder: Pyro's ``Trace_ELBO`` is then the reconstruction loss;
 - ``vqvae``: :class:`~ppl_vae.models.VQVAE` (no latent site; its codebook and commitment losses are a ``pyro.factor``);
-- ``vaegan``, ``aae``: three players each, trained by :class:`~ppl_vae.training.adversarial.AdversarialTrainer` with the models' own steps.
+- ``vaegan``, ``aae``: three players each, trained by :class:`~ppl_vae.training.AdversarialTrainer` with the models'
+  own steps; ``vqvae`` by :class:`~ppl_vae.training.VQVAETrainer` (the codebook at its own learning rate, as
+  :func:`~ppl_vae.training.train_vqvae`).
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from torch import nn
 
 from ppl_vae.guides import AmortizedNormal
 from ppl_vae.models import VAEGAN, VQVAE, AdversarialAutoencoder, Autoencoder, BernoulliVAE, DeltaEncoder
-from ppl_vae.objectives import AnnealedELBO, FreeBitsELBO, cyclical, linear_warmup
+from ppl_vae.objectives import AnnealedELBO, cyclical, linear_warmup
+from ppl_vae.training import AdversarialTrainer, Trainer, VQVAETrainer
 
-__all__ = ["ZOO", "build_zoo_model", "build_zoo_guide", "build_zoo_objective", "EmptyGuide", "MethodGuide"]
+__all__ = ["ZOO", "ADVERSARIAL", "build_zoo_model", "build_zoo_guide", "build_zoo_objective", "build_trainer",
+           "EmptyGuide", "MethodGuide"]
 
 ZOO = ("vae", "ae", "vqvae", "vaegan", "aae")
 ADVERSARIAL = ("vaegan", "aae")
@@ -68,9 +72,8 @@ def build_zoo_guide(config, model, x_example: torch.Tensor) -> nn.Module:
 
 
 def build_zoo_objective(config, base):
-    """Wrap the Pyro ELBO ``base`` with the run's β / warm-up / free-bits settings (VAE only)."""
-    if config.free_bits > 0:
-        return FreeBitsELBO(config.free_bits, num_particles=config.k)
+    """Wrap the Pyro ELBO ``base`` (a :class:`FreeBitsELBO` when ``free_bits > 0``) with the run's β schedule:
+    warm-up, cyclical or constant β (VAE only). The configuration has already refused what does not compose."""
     if config.warmup_steps > 0:
         return AnnealedELBO(base, functools.partial(linear_warmup, warmup_steps=config.warmup_steps, beta_max=config.beta))
     if config.cycle_steps > 0:
@@ -80,3 +83,12 @@ def build_zoo_objective(config, base):
     return base
 
 
+def build_trainer(config, model, guide, objective):
+    """The trainer of the run: :class:`~ppl_vae.training.AdversarialTrainer` (VAE-GAN, AAE),
+    :class:`~ppl_vae.training.VQVAETrainer` (VQ-VAE: one code path with :func:`~ppl_vae.training.train_vqvae`) or
+    :class:`~ppl_vae.training.Trainer` with ``objective`` (VAE, AE)."""
+    if config.model in ADVERSARIAL:
+        return AdversarialTrainer(config.model, model, guide, config.lr, config.gamma)
+    if config.model == "vqvae":
+        return VQVAETrainer(model, config.lr)
+    return Trainer(model, guide, objective, config.lr)

@@ -3,9 +3,11 @@
 from .aae import AAEOptimizers, aae_step, train_aae
 from .adversarial import AdversarialTrainer
 from .gmm import fit_gmm
-from .trainer import Trainer, TrainingDiverged
+from .guards import TrainingDiverged, guarded_update
+from .trainer import Trainer
 from .vaegan import VAEGANOptimizers, train_vaegan, vaegan_step
-from .vqvae import train_vqvae
+from .vqvae import VQVAETrainer, train_vqvae, vqvae_optimizer
 
-__all__ = ["AAEOptimizers", "AdversarialTrainer", "Trainer", "TrainingDiverged", "VAEGANOptimizers", "aae_step",
-           "fit_gmm", "train_aae", "train_vaegan", "train_vqvae", "vaegan_step"]
+__all__ = ["AAEOptimizers", "AdversarialTrainer", "Trainer", "TrainingDiverged", "VAEGANOptimizers", "VQVAETrainer",
+           "aae_step", "fit_gmm", "guarded_update", "train_aae", "train_vaegan", "train_vqvae", "vaegan_step",
+           "vqvae_optimizer"]

@@ -49,7 +49,7 @@ def reconstruction_step(aae: AdversarialAutoencoder, x: torch.Tensor, optimizer:
                         idx: torch.Tensor | None = None) -> float:
     """Update encoder and decoder on ``-ELBO`` = the reconstruction cross-entropy; returns it, nats per point."""
     loss = Trace_ELBO().differentiable_loss(aae.model, aae.guide, x, idx) / x.shape[0]
-    update(loss, optimizer)
+    update(loss, optimizer, "The reconstruction loss")
     return loss.item()
 
 
@@ -61,7 +61,7 @@ def latent_discriminator_step(aae: AdversarialAutoencoder, x: torch.Tensor,
     d_fake = aae.discriminator(codes).squeeze(-1)
     d_real = aae.discriminator(torch.randn_like(codes)).squeeze(-1)
     loss = softplus(-d_real).mean() + softplus(d_fake).mean()
-    update(loss, optimizer)
+    update(loss, optimizer, "The latent discriminator's loss")
     accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
     return {"disc_loss": loss.item(), "disc_accuracy": accuracy.item()}
 
@@ -69,7 +69,7 @@ def latent_discriminator_step(aae: AdversarialAutoencoder, x: torch.Tensor,
 def regularization_step(aae: AdversarialAutoencoder, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
     """Update the encoder to fool the discriminator, ``-log D(Enc(x))``; returns it per point."""
     loss = softplus(-aae.discriminator(aae.encoder(x)).squeeze(-1)).mean()
-    update(loss, optimizer)
+    update(loss, optimizer, "The regularization (generator) loss")
     return loss.item()
 
 

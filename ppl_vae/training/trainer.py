@@ -6,7 +6,8 @@ guide — the update of ``pyro.infer.SVI`` with ``pyro.optim.Adam``, but as one 
 PyTorch's fused Adam kernel (Pyro's ``PyroOptim`` keeps one optimizer per parameter), whose state is saved
 in checkpoints.
 Parameters are found as ``nn.Module`` parameters of the model and guide and as ``pyro.param`` sites traced in
-the first step, so pairs written either way train.
+the first step, so pairs written either way train. Every update goes through
+:func:`~ppl_vae.training.guards.guarded_update`: a step with a non-finite loss or gradient is not applied.
 """
 from __future__ import annotations
 
@@ -16,14 +17,29 @@ import time
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 
-from ppl_vae.conventions import check_pair
+from ppl_vae.conventions import DATA_PLATE, check_pair
+from ppl_vae.objectives.base import ELBO_OBJECTIVES, loss_and_elbo, preserved_randomness
 
-__all__ = ["Trainer", "TrainingDiverged"]
+from .guards import TrainingDiverged, guarded_update, invalid_values_reason
+
+__all__ = ["Trainer", "TrainingDiverged", "ELBO_OBJECTIVES"]
 
 
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; parameters keep their last good values."""
+
+class _DataPlateSize(Messenger):
+    """Records the full size ``N`` of the ``data`` plate seen during a pass (``N`` even when it is subsampled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.size: int | None = None
+
+    def _pyro_post_sample(self, msg) -> None:
+        if self.size is None:
+            for frame in msg["cond_indep_stack"]:
+                if frame.name == DATA_PLATE and frame.full_size:
+                    self.size = int(frame.full_size)
 
 
 class Trainer:
@@ -31,36 +47,58 @@ class Trainer:
 
     :param model: Pyro model (function or ``nn.Module``).
     :param guide: Pyro guide, same signature.
-    :param objective: an object with ``differentiable_loss(model, guide, x, idx)`` (Pyro's ELBOs have it).
+    :param objective: an object with ``differentiable_loss(model, guide, x, idx)`` (Pyro's ELBOs have it); the
+        objectives of :mod:`ppl_vae.objectives` also give the true ELBO of each step
+        (``differentiable_loss_and_elbo``).
     :param float lr: Adam learning rate.
     :param modules: further ``nn.Module`` s whose parameters are trained (e.g. the module behind a model wrapped
         by ``config_enumerate``).
+
+    Losses and ELBOs are reported in nats per data point: the batch loss divided by the number of points it
+    stands for, ``N`` for a subsampled ``pyro.plate("data", N, subsample=idx)`` (Pyro scales the batch sum by
+    ``N / B``), else the batch size.
     """
 
     def __init__(self, model, guide, objective, lr: float = 1e-3, modules=()):
         self.model, self.guide, self.objective, self.lr = model, guide, objective, lr
         self.modules = list(modules)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.history: dict[str, list] = {"epoch": [], "train_elbo": [], "valid_elbo": [], "seconds": []}
+        self.names: dict[int, str] = {}
+        self.history: dict[str, list] = {"epoch": [], "train_elbo": [], "train_objective": [], "valid_elbo": [],
+                                         "seconds": []}
         self.steps = 0
+        self.last_elbo: float | None = None
+        self._plate_size: int | None = None
 
     def parameters(self, x, idx) -> list[torch.Tensor]:
-        params = {}
-        for fn in (self.model, self.guide, *self.modules):
+        """Every trainable tensor of the pair, found without moving the random streams (sets :attr:`names`, and notes
+        whether the data plate is subsampled, i.e. how many points a loss stands for)."""
+        params, names = {}, {}
+        for label, fn in (("model", self.model), ("guide", self.guide), *((f"modules[{i}]", m) for i, m in enumerate(self.modules))):
             if isinstance(fn, torch.nn.Module):
-                params.update({id(p): p for p in fn.parameters() if p.requires_grad})
-        with poutine.trace(param_only=True) as capture:
+                for name, p in fn.named_parameters():
+                    if p.requires_grad:
+                        params[id(p)] = p
+                        names.setdefault(id(p), f"{label}.{name}")
+        plate = _DataPlateSize()
+        with preserved_randomness(), poutine.trace(param_only=True) as capture, plate:
             self.objective.differentiable_loss(self.model, self.guide, x, idx)
-        for site in capture.trace.nodes.values():
+        # a subsampled data plate (its full size is not the batch's): losses stand for all its points
+        self._plate_size = plate.size if plate.size not in (None, x.shape[0]) else None
+        for name, site in capture.trace.nodes.items():
             p = site["value"].unconstrained()
             if p.requires_grad:
                 params[id(p)] = p
+                names.setdefault(id(p), f"pyro.param {name!r}")
+        self.names = names
         return list(params.values())
 
     def _ensure_optimizer(self, x, idx):
         if self.optimizer is None:
-            # the pair is checked once, before the first step (Pyro's SVI only warns about unmatched sites)
-            check_pair(self.model, self.guide, x, idx)
+            # the pair is checked once, before the first step (Pyro's SVI only warns about unmatched sites), without
+            # moving the random streams (a resumed run must draw what an uninterrupted one draws)
+            with preserved_randomness():
+                check_pair(self.model, self.guide, x, idx)
             params = self.parameters(x, idx)
             if not params:
                 raise ValueError(
@@ -70,50 +108,84 @@ class Trainer:
             self.optimizer = adam(params, self.lr)
 
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
-        """One gradient step on a batch ``x (B, ...)``; returns the batch's negative ELBO in nats per point.
+        """One gradient step on a batch ``x (B, ...)``; returns the batch's loss of the trained objective in nats per
+        data point (the negative ELBO for Pyro's ELBOs). :attr:`last_elbo` is then the batch's ELBO estimate in
+        nats per data point (``None`` if the objective does not give one).
 
         :raises ValueError: before the first step, if the guide's sites do not match the model's latent sites
             (:func:`~ppl_vae.conventions.check_pair`).
-        :raises TrainingDiverged: if the loss is NaN or infinite (no update is applied).
+        :raises TrainingDiverged: if the loss or a gradient is NaN or infinite (no update is applied), or the update
+            overflows the parameters.
         """
         self._ensure_optimizer(x, idx)
+        step = self.steps + 1
         try:
-            loss = self.objective.differentiable_loss(self.model, self.guide, x, idx) / x.shape[0]
-        except ValueError as e:  # with validation on, NaN distribution parameters fail their constraints first
-            if "found invalid values" not in str(e):
+            loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
+        except ValueError as e:  # with validation on, non-finite distribution parameters fail their constraints
+            reason = invalid_values_reason(e)
+            if reason is None:
                 raise
-            loss = torch.tensor(float("nan"))
-        if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"The loss became {loss.item()} at step {self.steps + 1}; stopping with the parameters of the "
-                "last good step (lower the learning rate or check the data)"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.steps += 1
-        return loss.item()
+                f"The loss became nan at step {step}: a distribution's parameters are not finite ({reason}); stopping "
+                "with the parameters of the last good step (lower the learning rate or check the data)"
+            ) from e
+        points = self._plate_size or x.shape[0]
+        guarded_update(loss / x.shape[0], self.optimizer, step, names=self.names)
+        self.steps = step
+        self.last_elbo = None if negative_elbo is None else -negative_elbo.item() / points
+        return loss.item() / points
 
-    def train_epoch(self, loader, progress=None) -> float:
-        """One pass over ``loader`` of ``(x, y, idx)`` batches; returns the mean training ELBO (nats/point)."""
-        total, count = 0.0, 0
+    def train_epoch(self, loader, progress=None) -> dict[str, float | None]:
+        """One pass over ``loader`` of ``(x, y, idx)`` batches.
+
+        :returns: ``{"train_objective": ..., "train_elbo": ...}``: the means over the epoch's batches (weighted by
+            their sizes, at the parameters of each step) of minus the trained objective's loss and of the ELBO, in
+            nats per data point; ``train_elbo`` is ``None`` if the objective gives no ELBO.
+        """
+        objective = elbo = 0.0
+        count, has_elbo = 0, True
         for x, _, idx in loader:
-            total -= self.step(x, idx) * x.shape[0]
+            objective -= self.step(x, idx) * x.shape[0]
+            if self.last_elbo is None:
+                has_elbo = False
+            else:
+                elbo += self.last_elbo * x.shape[0]
             count += x.shape[0]
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(elbo=f"{total / count:.2f}")
-        return total / max(count, 1)
+                progress.set_postfix(elbo=f"{elbo / count:.2f}" if has_elbo else "n/a")
+        count = max(count, 1)
+        return {"train_objective": objective / count, "train_elbo": elbo / count if has_elbo else None}
 
     def state_dict(self) -> dict:
+        """Everything a resumed training needs, as tensors and plain types: the Adam state, the step count, the
+        ``pyro.param`` values (unconstrained) and the objective's own state (e.g. a KL schedule's step)."""
+        store = pyro.get_param_store()
+        objective = self.objective.state_dict() if hasattr(self.objective, "state_dict") else None
         return {"optimizer": None if self.optimizer is None else self.optimizer.state_dict(), "steps": self.steps,
-                "param_store": pyro.get_param_store().get_state()}
+                "pyro_params": {name: p.detach().clone() for name, p in store.named_parameters()},
+                "objective": objective}
 
     def load_state_dict(self, state: dict, x, idx) -> None:
-        pyro.get_param_store().set_state(state["param_store"])
+        """Restore :meth:`state_dict`'s state; ``x, idx``: a batch to discover the parameters with (drawing no
+        random numbers).
+
+        :raises ValueError: if a saved ``pyro.param`` is not one of the pair's, or the objective's state is missing.
+        """
         self._ensure_optimizer(x, idx)
+        store = dict(pyro.get_param_store().named_parameters())
+        unknown = sorted(set(state["pyro_params"]) - set(store))
+        if unknown:
+            raise ValueError(f"Expected the saved pyro.params {unknown} among the pair's, found {sorted(store)}")
+        with torch.no_grad():
+            for name, value in state["pyro_params"].items():
+                store[name].copy_(value)
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.objective, "load_state_dict"):
+            if state.get("objective") is None:
+                raise ValueError(f"Expected a saved state for the objective {self.objective!r}, found none")
+            self.objective.load_state_dict(state["objective"])
         self.steps = state["steps"]
 
 
@@ -125,9 +197,10 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def record(history: dict, epoch: int, train_elbo: float, valid_elbo: float, seconds: float) -> None:
-    for key, value in (("epoch", epoch), ("train_elbo", train_elbo), ("valid_elbo", valid_elbo), ("seconds", seconds)):
-        history[key].append(value if not isinstance(value, float) or math.isfinite(value) else None)
+def record(history: dict, epoch: int, seconds: float, **values) -> None:
+    """Append one epoch to ``history``: ``epoch``, ``seconds`` and ``values`` (a NaN or infinite value as ``None``)."""
+    for key, value in (("epoch", epoch), *values.items(), ("seconds", seconds)):
+        history.setdefault(key, []).append(value if not isinstance(value, float) or math.isfinite(value) else None)
 
 
 def timer():

@@ -26,6 +26,8 @@ from torch.nn.functional import binary_cross_entropy_with_logits, softplus
 
 from ppl_vae.models.vaegan import ADAM_BETAS, VAEGAN
 
+from .guards import guarded_update
+
 __all__ = ["VAEGANOptimizers", "encoder_step", "decoder_step", "discriminator_step", "vaegan_step", "train_vaegan",
            "update"]
 
@@ -53,12 +55,13 @@ class VAEGANOptimizers:
         return cls(adam(guide), adam(vaegan.decoder), adam(vaegan.discriminator))
 
 
-def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Gradients of ``loss`` for this optimizer's parameters only (no other ``.grad`` is touched), then a step."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=params)
-    optimizer.step()
+def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, what: str = "The loss") -> None:
+    """Gradients of ``loss`` for this optimizer's parameters only (no other ``.grad`` is touched), then a step —
+    unless the loss or a gradient is not finite (:func:`~ppl_vae.training.guards.guarded_update`).
+
+    :raises TrainingDiverged: naming ``what`` diverged; nothing of this optimizer's parameters is updated.
+    """
+    guarded_update(loss, optimizer, only_own_gradients=True, what=what)
 
 
 @torch.no_grad()
@@ -73,7 +76,7 @@ def encoder_step(vaegan: VAEGAN, guide, x: torch.Tensor, optimizer: torch.optim.
                  idx: torch.Tensor | None = None) -> float:
     """Update the guide's parameters on ``-ELBO`` (Pyro's ``Trace_ELBO``); returns the ELBO, nats per point."""
     loss = Trace_ELBO().differentiable_loss(vaegan.model, guide, x, idx) / x.shape[0]
-    update(loss, optimizer)
+    update(loss, optimizer, "The encoder's loss (-ELBO)")
     return -loss.item()
 
 
@@ -93,7 +96,7 @@ def decoder_step(vaegan: VAEGAN, guide, x: torch.Tensor, optimizer: torch.optim.
     x_p = torch.sigmoid(vaegan.decoder(torch.randn_like(z)))
     feature_nll = vaegan.feature_nll(x, x_tilde).mean()
     gen_loss = softplus(-vaegan.discriminator(x_tilde)).mean() + softplus(-vaegan.discriminator(x_p)).mean()
-    update(gamma * feature_nll + gen_loss, optimizer)
+    update(gamma * feature_nll + gen_loss, optimizer, "The decoder's loss")
     with torch.no_grad():
         reconstruction = binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1).mean()
     return {"feature_nll": feature_nll.item(), "gen_loss": gen_loss.item(), "reconstruction": reconstruction.item()}
@@ -109,7 +112,7 @@ def discriminator_step(vaegan: VAEGAN, guide, x: torch.Tensor, optimizer: torch.
         x_p = vaegan.decode(torch.randn_like(z))
     d_x, d_tilde, d_p = vaegan.discriminator(x), vaegan.discriminator(x_tilde), vaegan.discriminator(x_p)
     loss = softplus(-d_x).mean() + softplus(d_tilde).mean() + softplus(d_p).mean()
-    update(loss, optimizer)
+    update(loss, optimizer, "The discriminator's loss")
     accuracy = ((d_x > 0).float().mean() + (d_tilde < 0).float().mean() + (d_p < 0).float().mean()) / 3
     return {"disc_loss": loss.item(), "disc_accuracy": accuracy.item()}
 

@@ -134,7 +134,7 @@ def test_non_normal_site_is_refused(x):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="Expected free_bits_per_dim >= 0"):
+    with pytest.raises(ValueError, match="Expected free_bits_per_dim finite and >= 0"):
         FreeBitsELBO(free_bits_per_dim=-0.5)
     with pytest.raises(ValueError, match="Expected num_particles >= 1"):
         FreeBitsELBO(free_bits_per_dim=0.5, num_particles=0)
