@@ -102,7 +102,8 @@ def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chai
     n = x.shape[0]
 
     def potential(params):
-        log_prior, log_lik = space.log_joint(x, idx, params["u"][None])
+        with pyro.validation_enabled(False):  # an invalid leapfrog position has infinite energy: NUTS rejects it
+            log_prior, log_lik = space.log_joint(x, idx, params["u"][None])
         return -(log_prior + log_lik).sum()
 
     runs, chains = [], []
@@ -141,6 +142,7 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
 
     :param x: ``(N, ...)`` the points' data.
     :param idx: ``(N,)`` their indices (the ``datapoint`` coordinate) or ``None``.
+    :raises ValueError: if the samplers' draws do not share their ``(chains, draws, points)`` shape.
     """
     idx = default_idx(x, idx)
     shapes = {name: tuple(d["log_joint"].shape) for name, d in draws.items()}

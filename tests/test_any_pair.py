@@ -14,7 +14,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ppl_vae.conventions import check_pair
 from ppl_vae.diagnostics import kl_per_dimension
-from ppl_vae.estimators import ais, elbo, elbo_and_iwae, iwae_bound, prior_mc
+from ppl_vae.estimators import ais, elbo, elbo_and_iwae, iwae_bound, log_weights, prior_mc
 from ppl_vae.figures.posterior import grid_log_posterior, plot_posterior_grid
 from ppl_vae.gap import fit_local_guide, inference_gap
 from ppl_vae.guides import AmortizedFlow, AmortizedNormal
@@ -260,9 +260,11 @@ def test_analytic_kl_falls_back_to_sampling_where_no_closed_form_exists(name):
     both estimate the same ELBO."""
     p = _pair(name)
     for guide in (p.guide, fit_local_guide(p.model, p.x, p.idx, "ffg", max_steps=5, seed=0).guide):
-        mc = elbo(p.model, guide, p.x, p.idx, num_samples=4000)
-        analytic = elbo(p.model, guide, p.x, p.idx, num_samples=4000, analytic_kl=True)
-        assert torch.allclose(mc.per_point, analytic.per_point, atol=0.15, rtol=0.01), (mc, analytic)
+        with torch.no_grad():
+            mc = log_weights(p.model, guide, p.x, p.idx, 4000)
+            analytic = log_weights(p.model, guide, p.x, p.idx, 4000, analytic_kl=True)
+        se = (mc.var(0) / 4000 + analytic.var(0) / 4000).sqrt()  # the Monte-Carlo error of the difference
+        assert ((mc.mean(0) - analytic.mean(0)).abs() < 4 * se + 1e-6).all(), (mc.mean(0), analytic.mean(0), se)
 
 
 @pytest.mark.parametrize("name", ["pyro_vae", "bernoulli_vae"])

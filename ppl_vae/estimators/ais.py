@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import pyro
 import torch
 from pyro.ops.integrator import potential_grad, velocity_verlet
 from tqdm.auto import tqdm
@@ -132,10 +133,13 @@ class _Start:
         self.space, self.guide, self.x, self.idx, self.nesting = space, guide, x, idx, nesting
 
     def __call__(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_prior, log_lik = self.space.log_joint(self.x, self.idx, u)
-        if self.guide is None:
-            return log_prior, log_lik
-        log_q0 = self.space.guide_log_density(self.guide, self.x, self.idx, u, self.nesting)
+        # without argument validation: a leapfrog step can leave the region where the model's parameters are valid
+        # (a scale that underflows to 0); its energy is then not finite and the move is rejected, as in Pyro's HMC
+        with pyro.validation_enabled(False):
+            log_prior, log_lik = self.space.log_joint(self.x, self.idx, u)
+            if self.guide is None:
+                return log_prior, log_lik
+            log_q0 = self.space.guide_log_density(self.guide, self.x, self.idx, u, self.nesting)
         return log_q0, log_prior + log_lik - log_q0
 
 

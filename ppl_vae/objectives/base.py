@@ -5,8 +5,8 @@ Each objective is a :class:`pyro.infer.ELBO`, so it works wherever Pyro's own do
 
 - ``pyro.infer.SVI(model, guide, optim, objective).step(x)`` (through :meth:`ObjectiveELBO.loss_and_grads`);
 - ``objective(model, guide)`` returns a :class:`pyro.infer.elbo.ELBOModule` (an ``nn.Module`` whose ``forward``
-  is :meth:`differentiable_loss`; the route Pyro uses with PyTorch optimizers and PyTorch Lightning);
-- :meth:`differentiable_loss` (a scalar tensor to back-propagate) and ``loss`` (a float, no gradient).
+  is ``differentiable_loss``; the route Pyro uses with PyTorch optimizers and PyTorch Lightning);
+- ``differentiable_loss`` (a scalar tensor to back-propagate) and ``loss`` (a float, no gradient).
 
 Losses are, like Pyro's, sums over the batch that estimate the sum over the whole data set: a subsampled
 ``pyro.plate("data", N, subsample=idx)`` scales them by ``N / B``.
@@ -45,7 +45,7 @@ class ObjectiveELBO(ELBO):
         return self.differentiable_loss_and_elbo(model, guide, *args, **kwargs)[0]
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Back-propagate :meth:`differentiable_loss` (what :class:`pyro.infer.SVI` calls); returns its value.
+        """Back-propagate ``differentiable_loss`` (what :class:`pyro.infer.SVI` calls); returns its value.
 
         :returns: the trained objective's loss, a float (nats summed over the batch).
         """

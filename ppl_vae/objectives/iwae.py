@@ -72,8 +72,15 @@ class IWAE_ELBO(ObjectiveELBO):
 
     Example::
 
-        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), IWAE_ELBO(num_particles=5))
-        svi.step(x, idx)
+        >>> import math, pyro, torch
+        >>> from ppl_vae.guides import AmortizedNormal
+        >>> from ppl_vae.models import LinearGaussian
+        >>> model = LinearGaussian(x_dim=5, z_dim=2)
+        >>> x = model.marginal().sample((8,))
+        >>> guide = AmortizedNormal.for_model(model, x, hidden=(8,))
+        >>> svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), IWAE_ELBO(num_particles=5))
+        >>> math.isfinite(svi.step(x))
+        True
     """
 
     def __init__(self, num_particles: int = 50, max_plate_nesting: int | None = None):

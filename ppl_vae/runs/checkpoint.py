@@ -70,7 +70,10 @@ def _alive(pid: int) -> bool:
 
 def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Remove the temporary files :func:`atomic_write_bytes` left in ``directory`` when its process was killed
-    (those whose process no longer runs; this process's own are kept). :returns: the removed paths."""
+    (those whose process no longer runs; this process's own are kept).
+
+    :returns: the removed paths.
+    """
     directory = Path(directory)
     removed = []
     if not directory.is_dir():

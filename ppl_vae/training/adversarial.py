@@ -64,9 +64,12 @@ class AdversarialTrainer:
         return out
 
     def train_epoch(self, loader, progress=None) -> dict[str, float]:
-        """One pass over ``loader``. :returns: ``train_objective``: minus the mean pixel reconstruction cross-entropy
-        (nats per point, what the autoencoding phase trains); ``train_elbo``: the mean Pyro ELBO of the pair (the
-        VAE-GAN's in feature space; the AAE's, with its masked prior, equals ``train_objective``)."""
+        """One pass over ``loader``.
+
+        :returns: ``train_objective``: minus the mean pixel reconstruction cross-entropy (nats per point, what the
+            autoencoding phase trains); ``train_elbo``: the mean Pyro ELBO of the pair (the VAE-GAN's in feature
+            space; the AAE's, with its masked prior, equals ``train_objective``).
+        """
         recon = elbo = 0.0
         count = 0
         for x, _, idx in loader:

@@ -24,7 +24,7 @@ from ppl_vae.objectives.base import ELBO_OBJECTIVES, loss_and_elbo, preserved_ra
 
 from .guards import TrainingDiverged, guarded_update, invalid_values_reason
 
-__all__ = ["Trainer", "TrainingDiverged", "ELBO_OBJECTIVES"]
+__all__ = ["Trainer", "ELBO_OBJECTIVES"]  # TrainingDiverged: ppl_vae.training.guards (re-exported by ppl_vae.training)
 
 
 
@@ -109,7 +109,7 @@ class Trainer:
 
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
         """One gradient step on a batch ``x (B, ...)``; returns the batch's loss of the trained objective in nats per
-        data point (the negative ELBO for Pyro's ELBOs). :attr:`last_elbo` is then the batch's ELBO estimate in
+        data point (the negative ELBO for Pyro's ELBOs). ``last_elbo`` is then the batch's ELBO estimate in
         nats per data point (``None`` if the objective does not give one).
 
         :raises ValueError: before the first step, if the guide's sites do not match the model's latent sites

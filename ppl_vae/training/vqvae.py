@@ -42,7 +42,8 @@ class VQVAETrainer:
     ``history``) for :meth:`VQVAE.loss`.
 
     :param model: the :class:`~ppl_vae.models.VQVAE`.
-    :param float lr: learning rate of the encoder and decoder. :param float codebook_lr: see :func:`vqvae_optimizer`.
+    :param float lr: learning rate of the encoder and decoder.
+    :param float codebook_lr: see :func:`vqvae_optimizer`.
     """
 
     def __init__(self, model: VQVAE, lr: float = 1e-3, codebook_lr: float | None = None):
@@ -65,9 +66,12 @@ class VQVAETrainer:
         return terms.total.item(), terms.recon_nll.item(), codes
 
     def train_epoch(self, loader, progress=None) -> dict[str, float]:
-        """One pass over ``loader``. :returns: ``train_objective`` and ``train_elbo``: minus the mean loss (the Pyro
-        model's ELBO value: log-likelihood minus the VQ penalty), ``recon``: the mean reconstruction NLL (nats per
-        point), ``perplexity``: of the codes chosen during the epoch."""
+        """One pass over ``loader``.
+
+        :returns: ``train_objective`` and ``train_elbo``: minus the mean loss (the Pyro model's ELBO value:
+            log-likelihood minus the VQ penalty), ``recon``: the mean reconstruction NLL (nats per point),
+            ``perplexity``: of the codes chosen during the epoch.
+        """
         total = recon = 0.0
         count = 0
         counts = torch.zeros(self.model.num_codes, dtype=torch.long)
@@ -102,6 +106,7 @@ def train_vqvae(model: VQVAE, loader, epochs: int, lr: float = 1e-3, codebook_lr
         reconstruction NLL (nats per point, averaged over the epoch's batches as the parameters changed) and the
         perplexity of the codes chosen during the epoch (each batch's codes before its update).
     :raises TrainingDiverged: if the loss or a gradient becomes NaN or infinite (no update is applied).
+    :raises ValueError: if ``epochs`` is negative or a learning rate is not positive.
     """
     if epochs < 0:
         raise ValueError(f"Expected epochs >= 0, got {epochs}")
