@@ -18,6 +18,7 @@ from torch import nn
 
 from ppl_vae.conventions import DATA_PLATE, default_idx
 from ppl_vae.latent_space import LatentSpace, as_latent_space
+from ppl_vae.streams import reparameterize
 
 __all__ = ["LatentSpaceGuide", "PointIndex", "AUX_SITE"]
 
@@ -57,6 +58,17 @@ class _PointBatch(TorchDistribution):
 
     def rsample(self, sample_shape=()):
         u = self.base.rsample(torch.Size(sample_shape) + self.lead)
+        out = self._reshape(u)
+        self._cache = (out, self._reshape(self.base.log_prob(u)[..., None])[..., 0])
+        return out
+
+    def rsample_from_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The sample made of standard-normal ``noise`` (shape ``(*lead, N, 1, ..., 1, D)``), for base distributions of
+        the Normal family or flows over one (per-point random streams, :mod:`ppl_vae.streams`)."""
+        flat = noise.reshape(*noise.shape[: noise.dim() - 2 - self.ones], noise.shape[-2 - self.ones], noise.shape[-1])
+        u = reparameterize(self.base, flat)
+        if u is None:
+            raise NotImplementedError(f"No noise reparameterization for {type(self.base).__name__}")
         out = self._reshape(u)
         self._cache = (out, self._reshape(self.base.log_prob(u)[..., None])[..., 0])
         return out
