@@ -283,8 +283,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
                         raise TrainingDiverged(f"The KL per latent dimension on the {split} points became non-finite")
                     trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
                     trainer.history.setdefault("active_units", []).append(units)
-                if progress:
-                    bar.write(_epoch_line(epoch, train, split, valid, seconds))
+                logger.info(_epoch_line(epoch, train, split, valid, seconds))
                 commit(epoch)
             except TrainingDiverged as e:
                 raise TrainingDiverged(
@@ -308,9 +307,9 @@ def _interrupted(run_dir: Path, config: TrainConfig) -> str:
     try:
         epoch = load_checkpoint(run_dir / CHECKPOINT)["epoch"]
     except CheckpointError:
-        return f"Interrupted before the first checkpoint of {run_dir}; start the training again (without --resume)"
-    return (f"Interrupted; the checkpoint of epoch {epoch} is kept at {run_dir / CHECKPOINT}; continue with "
-            f"`ppl-vae train --out {run_dir} --resume --epochs {config.epochs}`")
+        return f"before the first checkpoint of {run_dir}; start the training again (without --resume)"
+    return (f"the checkpoint of epoch {epoch} is kept in {run_dir / CHECKPOINT}; continue with: "
+            f"ppl-vae train --out {run_dir} --epochs {config.epochs} --resume")
 
 
 def load_run(run_dir, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:

@@ -126,8 +126,8 @@ def test_ctrl_c_says_which_checkpoint_is_kept_and_how_to_resume(tmp_path, float3
     assert main(["train", "--out", str(out), "--epochs", "3", "--z-dim", "3", "--hidden", "16", "--batch-size", "250",
                  "--valid-size", "3500", "--quiet"]) == 130
     err = capsys.readouterr().err
-    assert f"ppl-vae train: interrupted: Interrupted; the checkpoint of epoch 1 is kept at {out / 'checkpoint.pt'}" in err
-    assert f"`ppl-vae train --out {out} --resume --epochs 3`" in err
+    assert err == (f"ppl-vae train: interrupted; the checkpoint of epoch 1 is kept in {out / 'checkpoint.pt'}; "
+                   f"continue with: ppl-vae train --out {out} --epochs 3 --resume\n")
     calls["n"] = 0  # resumed at epoch 1: epoch 2 is committed, then interrupted in epoch 3
     with pytest.raises(TrainingInterrupted, match="checkpoint of epoch 2"):
         train_run(TrainConfig(epochs=3, **SMALL), out, resume=True, progress=False)
