@@ -174,9 +174,9 @@ def _ais(args) -> dict:
 
 
 def _evaluate(args) -> int:
-    from ppl_vae.jobs import evaluate_run
+    from ppl_vae.jobs import check_output_file, evaluate_run
 
-    out = Path(args.out) if args.out else Path(args.run) / f"evaluation_{args.split}.json"
+    out = check_output_file(args.out, "--out") if args.out else Path(args.run) / f"evaluation_{args.split}.json"
     result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
                           ais_leapfrog=args.ais_leapfrog or 10, ais_from_guide=args.ais_from_guide,
                           prior_mc_samples=args.prior_mc, seed=args.seed, device=args.device,

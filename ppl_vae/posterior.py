@@ -29,6 +29,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from ppl_vae.conventions import DATA_PLATE, default_idx
+from ppl_vae.data.errors import check_finite
 from ppl_vae.estimators.log_weights import prepare_pair, traced_pair
 from ppl_vae.estimators.psis import pareto_khat
 from ppl_vae.estimators.selection import select_by_pilot
@@ -92,10 +93,12 @@ def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chai
     :param int max_tree_depth: NUTS's maximum tree depth (at most ``2**depth`` leapfrog steps per draw).
     :returns: the :class:`Draws` (``log_q`` is ``None``) and the ``MCMC`` objects, one per chain.
     :raises ValueError: for discrete latent sites that are not enumerated (naming the site).
+    :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
     """
     if num_chains < 1 or num_draws < 1 or warmup < 0:
         raise ValueError(f"Expected num_chains >= 1, num_draws >= 1 and warmup >= 0, got {num_chains}, {num_draws}, "
                          f"{warmup}")
+    check_finite(x)
     idx = default_idx(x, idx)
     space = LatentSpace(model, x, idx)
     space.require_continuous("NUTS")
