@@ -176,6 +176,21 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
                         coords=coords, dims=dims, attrs=attrs)
 
 
+def _worst_r_hat(draws, r_hat) -> float:
+    """The largest R-hat over the coordinates that vary: a coordinate equal in every draw of every chain (the fixed
+    entries of a Cholesky factor, a simplex's last coordinate given the others' sum) has no R-hat and is skipped; any
+    other undefined R-hat (a chain that never moved) counts as infinite. ``-inf`` if no coordinate varies."""
+    worst = -math.inf
+    for name, values in r_hat.data_vars.items():
+        x = draws[name].values  # (chain, draw, ...)
+        constant = (x.max(axis=(0, 1)) == x.min(axis=(0, 1)))
+        v = np.where(np.isnan(values.values), np.inf, values.values)
+        v = v[~constant]
+        if v.size:
+            worst = max(worst, float(v.max()))
+    return worst
+
+
 def diagnostics(idata: az.InferenceData) -> list[dict]:
     """One row per (data point, sampler): ELBO = mean of log p(x,z) - log q(z), Pareto k̂ of those weights, the IWAE
     estimate from them; log p̂(x), the IWAE of the sampler chosen on the first half of every sampler's draws (highest
@@ -207,8 +222,7 @@ def diagnostics(idata: az.InferenceData) -> list[dict]:
             sub = idata.posterior[nuts_vars].sel(datapoint=point)
             with np.errstate(divide="ignore", invalid="ignore"):  # a chain that never moved: R-hat is infinite
                 r_hat, ess = az.rhat(sub), az.ess(sub)
-            nuts = {"r_hat_max": float(max(np.nanmax(np.where(np.isnan(v.values), np.inf, v.values))
-                                           for v in r_hat.data_vars.values())),
+            nuts = {"r_hat_max": _worst_r_hat(sub, r_hat),
                     "ess_bulk_min": float(min(np.nanmin(v.values) for v in ess.data_vars.values()))}
         for sampler in samplers:
             row = {"datapoint": int(point), "sampler": sampler}
