@@ -98,10 +98,13 @@ class RunLock:
         return self
 
     def _remove_what_we_created(self) -> None:
-        """A training that failed before its first checkpoint leaves nothing behind: the marker and the
-        directories it created go (only if empty; nothing else is ever removed)."""
-        if (self.path / CHECKPOINT).exists():
+        """A training that failed before writing anything leaves nothing behind: the marker and the directories it
+        created go (only if empty; nothing else is ever removed). Once it has written a file, the marker stays, so
+        the directory remains recognizably ours and a new training can start there."""
+        if (self.path / CHECKPOINT).exists() or not self.path.is_dir():
             return
+        if any(p.name != MARKER for p in self.path.iterdir()):
+            return  # files of this training (its config, an interrupted write): the marker keeps the directory ours
         for path in reversed(self._created):
             try:
                 path.unlink() if path.name == MARKER else path.rmdir()
