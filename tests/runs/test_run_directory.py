@@ -14,12 +14,7 @@ from ppl_vae.runs.directory import MARKER, RunLock
 SMALL = dict(z_dim=3, hidden=(16,), batch_size=250, valid_size=3500)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_directory_of_other_files_is_refused_and_untouched(tmp_path, float32):

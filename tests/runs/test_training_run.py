@@ -17,12 +17,7 @@ from ppl_vae.training import Trainer, TrainingDiverged, VQVAETrainer, train_vqva
 SMALL = dict(z_dim=3, hidden=(16,), batch_size=250, valid_size=3500)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 REFUSED = [
