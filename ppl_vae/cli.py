@@ -6,6 +6,7 @@ Examples:
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000
+    ppl-vae evaluate runs/vae --n 100 --ais --bdmc
     ppl-vae gap runs/vae --split test --n 1000
     ppl-vae posterior runs/vae --points 0 1 2 3 --guides amortized ffg flow nuts
     ppl-vae plot runs/vae
@@ -179,8 +180,8 @@ def _evaluate(args) -> int:
     out = check_output_file(args.out, "--out") if args.out else Path(args.run) / f"evaluation_{args.split}.json"
     result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
                           ais_leapfrog=args.ais_leapfrog or 10, ais_from_guide=args.ais_from_guide,
-                          prior_mc_samples=args.prior_mc, seed=args.seed, device=args.device,
-                          progress=not args.quiet, **_ais(args))
+                          prior_mc_samples=args.prior_mc, bdmc_steps=(args.ais_steps or 500) if args.bdmc else 0,
+                          seed=args.seed, device=args.device, progress=not args.quiet, **_ais(args))
     result.save(out)
     print(result.table())
     return 0
@@ -227,11 +228,11 @@ def _plot(args) -> int:
 def _check_combinations(args) -> None:
     """Options that apply only with another one, or that the command cannot honour together: refused by name."""
     error = args.subparser.error
-    if args.command in ("evaluate", "gap") and not args.ais:
+    if args.command in ("evaluate", "gap") and not (args.ais or getattr(args, "bdmc", False)):
         given = [f"--{name.replace('_', '-')}" for name in ("ais_steps", "ais_chains", "ais_leapfrog", "ais_from_guide")
                  if getattr(args, name, None)]
         if given:
-            error(f"argument {given[0]}: applies only with --ais")
+            error(f"argument {given[0]}: applies only with --ais" + (" or --bdmc" if args.command == "evaluate" else ""))
     if args.command == "gap" and args.over_training and len(args.split) > 1:
         error(f"argument --over-training: measures one split, got --split {' '.join(args.split)}")
     if args.command == "gap" and len(set(args.split)) != len(args.split):
@@ -319,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-chains", type=positive, default=None, help="AIS chains per data point (default 16)")
     e.add_argument("--ais-leapfrog", type=positive, default=None, help="leapfrog steps per HMC transition (default 10)")
     e.add_argument("--ais-from-guide", action="store_true", help="start AIS from the guide instead of the prior")
+    e.add_argument("--bdmc", action="store_true",
+                   help="also bidirectional Monte Carlo at the AIS settings: forward (lower) and reverse (upper) AIS "
+                        "bounds on as many points simulated from the run's model")
     e.add_argument("--prior-mc", type=natural, default=0, metavar="S", help="also the naive prior Monte-Carlo estimate")
     e.add_argument("--out", default=None, type=_out_file, help="JSON path (default RUN/evaluation_<split>.json)")
     e.set_defaults(func=_evaluate, subparser=e)

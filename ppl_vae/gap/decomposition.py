@@ -201,6 +201,8 @@ class InferenceGap:
         if per_point:
             out["per_point"] = {"log_p_hat": t(self.log_p_hat), "elbo_amortized": t(self.elbo_amortized),
                                 **{f"elbo_local_{k}": t(v) for k, v in self.elbo_local.items()},
+                                **{f"steps_{k}": t(v) for k, v in self.steps.items()},
+                                **{f"converged_{k}": t(v) for k, v in self.converged.items()},
                                 **{k: t(v) for k, v in self.estimates.items()}}
         return out
 
@@ -251,10 +253,18 @@ def inference_gap(
     elbo_q, iwae_q, khats["iwae_amortized"] = elbo_and_iwae(model, guide, x, idx, eval_samples, progress=progress,
                                                             desc="L[q]")
     full["iwae_amortized"] = iwae_q.per_point
-    elbo_local, steps, converged, curve = {}, {}, {}, {}
-    for family in families:
-        fit = fit_local_guide(model, x, idx, family, init_guide=guide if init == "guide" else None,
+    elbo_local, steps, converged, curve, ffg_fit = {}, {}, {}, {}, None
+    # the FFG first: the flow family's fit starts at the fitted FFG (the encoder's family's own fit records the
+    # semi-amortized curve from the encoder, so a flow encoder's flow family runs its own FFG stage)
+    for family in sorted(families, key=lambda f: f != "ffg"):
+        start = guide if init == "guide" else None
+        reuse = family == "flow" and ffg_fit is not None and enc != "flow"
+        fit = fit_local_guide(model, x, idx, family, init_guide=ffg_fit.guide if reuse else start,
                               record_steps=record_steps if family == enc else (), progress=progress, **local_kwargs)
+        if family == "ffg":
+            ffg_fit = fit
+        elif reuse:  # the flow's cost and convergence include the FFG stage it started from
+            fit.steps, fit.converged = ffg_fit.steps + fit.steps, ffg_fit.converged & fit.converged
         e, i, k = elbo_and_iwae(model, fit.guide, x, idx, eval_samples, progress=progress, desc=f"L[q*_{family}]")
         elbo_local[family], steps[family], converged[family] = e.per_point, fit.steps, fit.converged
         full[f"iwae_local_{family}"], khats[f"iwae_local_{family}"] = i.per_point, k

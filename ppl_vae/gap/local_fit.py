@@ -2,12 +2,23 @@
 
 Every data point gets its own variational parameters (a :data:`ppl_vae.guides.LOCAL_GUIDES` family over the model's
 unconstrained latent space: ``"ffg"``, ``"mvn"`` — full covariance across all sites —, ``"flow"``), started from an
-amortized guide or from the standard normal in that space, and optimized with Adam on its own ELBO until the
-average loss over a window of steps stops improving (the paper's criterion), with a step cap. All points of a chunk
-are optimized *together*: one vectorized model pass per step for the whole chunk, the objective being the sum of the
-per-point ELBOs (whose gradients are independent per point); a point that has converged is frozen (its parameters
-restored after each step) while the others go on. The model sees the points' own indices ``idx`` throughout, and the
-fitted guide looks its rows up by them.
+amortized guide or from the standard normal in that space, and optimized with Adam on its own ELBO, with a step cap.
+
+Stopping rule (per point): the average loss over a window of steps is compared with the best previous window's (the
+paper's criterion); after ``patience`` windows in a row without improvement the point has reached the noise floor of
+its step size, which is then multiplied by ``lr_decay`` (its own, by scaling its Adam steps); after ``decays`` such
+reductions the next plateau ends its fit (*converged*). A point still running at the cap has *hit the cap*
+(:attr:`LocalFit.converged` is false): its q* is not optimal, and the gap tables report the share of such points.
+
+The ``"flow"`` family contains the FFG: it is fitted in two stages — the FFG first (or a fitted
+:class:`~ppl_vae.guides.PerDatapointNormal` handed in as ``init_guide``), then the flow started from that optimum at
+the identity — so that :math:`\\mathcal{L}[q^*_{Flow}] \\ge \\mathcal{L}[q^*_{FFG}]` per point up to Monte-Carlo error;
+its steps and convergence count both stages.
+
+All points of a chunk are optimized *together*: one vectorized model pass per step for the whole chunk, the objective
+being the sum of the per-point ELBOs (whose gradients are independent per point); a point that has stopped is frozen
+(its parameters restored after each step) while the others go on. The model sees the points' own indices ``idx``
+throughout, and the fitted guide looks its rows up by them.
 """
 from __future__ import annotations
 
@@ -20,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ppl_vae.conventions import default_idx, max_plate_nesting
 from ppl_vae.estimators.log_weights import log_weights, prepare_pair
-from ppl_vae.guides import LOCAL_GUIDES
+from ppl_vae.guides import LOCAL_GUIDES, PerDatapointNormal
 from ppl_vae.latent_space import LatentSpace
 
 __all__ = ["LocalFit", "fit_local_guide", "latent_moments", "frozen"]
@@ -34,12 +45,14 @@ class LocalFit:
     :ivar steps: ``(N,)`` optimization steps each point ran.
     :ivar converged: ``(N,)`` whether each point met the stopping rule before the step cap.
     :ivar curve: ``{step: (N,) ELBO}`` recorded along the way (semi-amortized inference curves).
+    :ivar int loop_steps: steps of the vectorized loop (the slowest point's; the most of any chunk).
     """
 
     guide: torch.nn.Module
     steps: torch.Tensor
     converged: torch.Tensor
     curve: dict[int, torch.Tensor] = field(default_factory=dict)
+    loop_steps: int = 0
 
 
 @contextlib.contextmanager
@@ -60,11 +73,13 @@ def frozen(*modules):
 def latent_moments(space: LatentSpace, guide, x: torch.Tensor, idx: torch.Tensor | None = None,
                    num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of any guide's ``q(u | x)`` in the model's latent space: ``(loc, scale)``, each
-    ``(N, D)``. Exact for guides that expose ``latent_loc_scale(x)`` (the amortized Gaussian), else from
-    ``num_samples`` draws."""
+    ``(N, D)``. Exact for guides that expose ``latent_loc_scale(x)`` (the amortized Gaussian) and for a fitted
+    :class:`~ppl_vae.guides.PerDatapointNormal`, else from ``num_samples`` draws."""
     if hasattr(guide, "latent_loc_scale") and getattr(guide, "space", None) is not None and guide.space.dim == space.dim:
         return guide.latent_loc_scale(x)
     idx = default_idx(x, idx)
+    if isinstance(guide, PerDatapointNormal) and guide.space.dim == space.dim:
+        return guide.loc_scale(idx)
     u, _ = space.sample_guide(guide, x, idx, num_samples, max_plate_nesting(space.model, guide, x[:1], idx[:1]))
     return u.mean(0), u.std(0).clamp_min(1e-4)
 
@@ -72,8 +87,8 @@ def latent_moments(space: LatentSpace, guide, x: torch.Tensor, idx: torch.Tensor
 def fit_local_guide(
     model, x: torch.Tensor, idx: torch.Tensor | None = None, family: str = "ffg", init_guide=None,
     max_steps: int = 3000, lr: float = 1e-2, num_samples: int = 8, window: int = 100, patience: int = 3,
-    record_steps=(), eval_samples: int = 100, seed: int | None = None, vectorized: bool = True,
-    chunk_points: int = 1000, progress: bool = False, **family_kwargs,
+    lr_decay: float = 0.3, decays: int = 2, record_steps=(), eval_samples: int = 100, seed: int | None = None,
+    vectorized: bool = True, chunk_points: int = 1000, progress: bool = False, **family_kwargs,
 ) -> LocalFit:
     """Optimize a per-datapoint guide of ``family`` for every row of ``x (N, ...)`` with ``model`` frozen.
 
@@ -85,11 +100,14 @@ def fit_local_guide(
     :param int max_steps: step cap.
     :param float lr: Adam learning rate.
     :param int num_samples: Monte-Carlo samples per point per step.
-    :param int window: a point stops when its average loss over ``window`` steps has not beaten the best
-        previous window's for ``patience`` windows in a row (Cremer et al.: window 100, patience 1; on noisy
-        objectives patience 1 stops too early — on the linear-Gaussian test it overstates the FFG approximation
-        gap by 0.04 nats with 8 samples per step and by 0.8 nats with 1 — hence the default 3).
-    :param int patience: see ``window``.
+    :param int window: steps per window of the stopping rule (see the module): a window improves when its average
+        loss beats the best previous window's.
+    :param int patience: windows in a row without improvement that make a plateau (Cremer et al.: window 100,
+        patience 1; on noisy objectives patience 1 stops too early — on the linear-Gaussian test it overstates the
+        FFG approximation gap by 0.04 nats with 8 samples per step and by 0.8 nats with 1 — hence 3).
+    :param float lr_decay: factor of a point's step size at each plateau, ``0 < lr_decay <= 1``.
+    :param int decays: step-size reductions before a plateau stops the point (0: the first plateau stops it, the
+        rule before issue 12; ``benchmarks/q_star_convergence.py`` measures the choice).
     :param record_steps: steps at which to record each point's ELBO (``eval_samples`` samples); step 0 is the
         initialization (with ``init_guide``: the amortized guide itself).
     :param int eval_samples: samples per point of the recorded ELBOs.
@@ -98,15 +116,20 @@ def fit_local_guide(
         reference, for tests and benchmarks).
     :param int chunk_points: points optimized together.
     :returns: :class:`LocalFit`.
-    :raises ValueError: for an unknown family, a pair that breaks the conventions, or discrete latent sites that are
-        not enumerated (naming the site).
+    :raises ValueError: for an unknown family, options out of range, a pair that breaks the conventions, or discrete
+        latent sites that are not enumerated (naming the site).
     :raises TypeError: if the family is passed in the place of ``idx``.
-    :raises ValueError: for an unknown family.
     """
     if isinstance(idx, str):
         raise TypeError("fit_local_guide(model, x, idx=None, family='ffg', ...): pass the family by keyword")
     if family not in LOCAL_GUIDES:
         raise ValueError(f"Unknown per-datapoint family {family!r}; expected one of {sorted(LOCAL_GUIDES)}")
+    for name, value in (("max_steps", max_steps), ("num_samples", num_samples), ("window", window),
+                        ("patience", patience)):
+        if value < 1:
+            raise ValueError(f"Expected {name} >= 1, got {value}")
+    if decays < 0 or not 0 < lr_decay <= 1:
+        raise ValueError(f"Expected decays >= 0 and 0 < lr_decay <= 1, got decays={decays}, lr_decay={lr_decay}")
     if seed is not None:
         pyro.set_rng_seed(seed)
     idx = default_idx(x, idx)
@@ -116,70 +139,105 @@ def fit_local_guide(
     if init_guide is not None:
         prepare_pair(model, init_guide, x, idx)
     record = sorted({int(s) for s in record_steps})
+    options = {"max_steps": max_steps, "lr": lr, "num_samples": num_samples, "window": window, "patience": patience,
+               "lr_decay": lr_decay, "decays": decays, "eval_samples": eval_samples}
     bounds = [(a, min(n, a + chunk_points)) for a in range(0, n, chunk_points)] if vectorized else \
         [(a, a + 1) for a in range(n)]
     bar = tqdm(total=len(bounds), desc=f"q*_{family}", unit="chunk", disable=not progress)
     fits = []
     with frozen(model, init_guide):
         for a, b in bounds:
-            fits.append(_fit_chunk(model, space, x[a:b], idx[a:b], family, init_guide, max_steps, lr, num_samples,
-                                   window, patience, record, eval_samples, family_kwargs))
+            fits.append(_fit_chunk(model, space, x[a:b], idx[a:b], family, init_guide, options, record, family_kwargs))
             bar.update(1)
     bar.close()
     return fits[0] if len(fits) == 1 else _merge(fits, space, family, idx, family_kwargs, record)
 
 
-def _fit_chunk(model, space, x, idx, family, init_guide, max_steps, lr, num_samples, window, patience, record,
-               eval_samples, family_kwargs) -> LocalFit:
+def _fit_chunk(model, space, x, idx, family, init_guide, options, record, family_kwargs) -> LocalFit:
+    if family != "flow":
+        loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx)
+        guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(x.device)
+        return _optimize(model, guide, x, idx, init_guide, options, record)
+    # the flow family contains the FFG: fit the FFG first (unless handed a fitted one), then the flow on top of it,
+    # started at the identity, so that L[q*_Flow] >= L[q*_FFG] up to Monte-Carlo error
+    first = None
+    if not isinstance(init_guide, PerDatapointNormal):
+        start = LOCAL_GUIDES["ffg"](space, idx, *((None, None) if init_guide is None else
+                                                  latent_moments(space, init_guide, x, idx))).to(x.device)
+        first = _optimize(model, start, x, idx, init_guide, options, record, final=False)
+        init_guide = first.guide
+    loc, scale = init_guide.loc_scale(idx)
+    guide = LOCAL_GUIDES["flow"](space, idx, loc.detach(), scale.detach(), **family_kwargs).to(x.device)
+    offset = 0 if first is None else first.loop_steps
+    second = _optimize(model, guide, x, idx, init_guide if first is None else None, options,
+                       [s for s in record if s > offset or first is None], offset=offset)
+    if first is None:
+        return second
+    return LocalFit(guide, first.steps + second.steps, first.converged & second.converged,
+                    dict(sorted({**first.curve, **second.curve}.items())), offset + second.loop_steps)
+
+
+def _optimize(model, guide, x, idx, init_guide, options, record, offset: int = 0, final: bool = True) -> LocalFit:
+    """The vectorized optimization of ``guide``'s per-point tables (steps counted from ``offset``); records the
+    curve at the steps of ``record`` it reaches (and, if ``final``, at the later ones with the final values)."""
+    o = options
     n = x.shape[0]
-    loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx)
-    guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(x.device)
     params = list(guide.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=o["lr"])
     nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
-    active = torch.ones(n, dtype=torch.bool, device=x.device)
+    # per point: the factor its Adam steps are scaled by (its own learning rate / lr; 0 once it has stopped)
+    factor = torch.ones(n, device=x.device, dtype=params[0].dtype)
     steps = torch.zeros(n, dtype=torch.long, device=x.device)
     window_sum = 0.0
     best = torch.full((n,), float("inf"), device=x.device)
     stale = torch.zeros(n, dtype=torch.long, device=x.device)
+    decayed = torch.zeros(n, dtype=torch.long, device=x.device)
     curve = {}
 
     def evaluate():
         with torch.no_grad():
-            return log_weights(model, guide, x, idx, eval_samples, nesting=nesting).mean(0)
+            return log_weights(model, guide, x, idx, o["eval_samples"], nesting=nesting).mean(0)
 
-    if 0 in record:
+    if 0 in record and offset == 0:
         if init_guide is not None:  # step 0 is the amortized guide itself
             with torch.no_grad():
-                curve[0] = log_weights(model, init_guide, x, idx, eval_samples).mean(0)
+                curve[0] = log_weights(model, init_guide, x, idx, o["eval_samples"]).mean(0)
         else:
             curve[0] = evaluate()
-    step = 0
-    while step < max_steps and bool(active.any()):
+    step = offset
+    while step < offset + o["max_steps"] and bool((factor > 0).any()):
         step += 1
-        loss_per_point = -log_weights(model, guide, x, idx, num_samples, nesting=nesting).mean(0)
+        loss_per_point = -log_weights(model, guide, x, idx, o["num_samples"], nesting=nesting).mean(0)
         optimizer.zero_grad(set_to_none=True)
         loss_per_point.sum().backward()
-        keep = None if active.all() else [p.detach().clone() for p in params]
+        keep = None if bool((factor == 1).all()) else [p.detach().clone() for p in params]
         optimizer.step()
         with torch.no_grad():
-            if keep is not None:  # frozen points keep their parameters (rows of every per-point table)
+            if keep is not None:  # each point's step scaled by its factor (rows of every per-point table)
                 for p, old in zip(params, keep):
-                    p.copy_(torch.where(active.reshape(-1, *([1] * (p.dim() - 1))), p, old))
-            steps += active.long()
+                    f = factor.reshape(-1, *([1] * (p.dim() - 1)))
+                    p.copy_(torch.where(f == 1, p, torch.lerp(old, p, f)))
+            steps += (factor > 0).long()
             window_sum = window_sum + loss_per_point.detach()
-            if step % window == 0:
-                avg = window_sum / window
-                stale = torch.where(avg < best, 0, stale + 1)
-                active &= stale < patience
+            if (step - offset) % o["window"] == 0:
+                avg = window_sum / o["window"]
+                improved = avg < best
+                stale = torch.where(improved, 0, stale + 1)
+                # a plateau (patience windows without a better average): a smaller step, or, after `decays` of
+                # them, the end of this point's fit
+                plateau = (stale >= o["patience"]) & (factor > 0)
+                decay = plateau & (decayed < o["decays"])
+                factor = torch.where(decay, factor * o["lr_decay"], torch.where(plateau, 0.0, factor))
+                decayed, stale = decayed + decay.long(), torch.where(decay, 0, stale)
                 best = torch.minimum(best, avg)
                 window_sum = 0.0
         if step in record:
             curve[step] = evaluate()
-    for s in record:  # points frozen before a recorded step keep their final value
-        if s not in curve:
-            curve[s] = evaluate()
-    return LocalFit(guide, steps, ~active, dict(sorted(curve.items())))
+    if final:
+        for s in record:  # points frozen before a recorded step keep their final value
+            if s not in curve:
+                curve[s] = evaluate()
+    return LocalFit(guide, steps, factor == 0, dict(sorted(curve.items())), step - offset)
 
 
 def _merge(fits, space, family, idx, family_kwargs, record) -> LocalFit:
@@ -190,4 +248,5 @@ def _merge(fits, space, family, idx, family_kwargs, record) -> LocalFit:
         for name, p in merged.named_parameters():
             p.copy_(torch.cat([dict(f.guide.named_parameters())[name] for f in fits], 0))
     curve = {s: torch.cat([f.curve[s] for f in fits]) for s in record}
-    return LocalFit(merged, torch.cat([f.steps for f in fits]), torch.cat([f.converged for f in fits]), curve)
+    return LocalFit(merged, torch.cat([f.steps for f in fits]), torch.cat([f.converged for f in fits]), curve,
+                    max(f.loop_steps for f in fits))

@@ -14,7 +14,7 @@ __all__ = ["GapReport", "GapOverTraining", "markdown_table"]
 def markdown_table(columns: dict[str, InferenceGap]) -> str:
     """A Markdown table with one column per study (e.g. per training guide or per split), rows as in
     Cremer et al.'s Table 2, cells ``mean ± s.e.``; last rows name the q* family each column's gaps use and the
-    share of points whose q* hit the step cap.
+    share of points whose q* of each fitted family hit the step cap (did not meet its stopping rule).
 
     :param dict columns: column title -> :class:`~ppl_vae.gap.InferenceGap`.
     :returns: the table.
@@ -35,9 +35,11 @@ def markdown_table(columns: dict[str, InferenceGap]) -> str:
     families = [columns[c].encoder_family for c in names]
     lines.append("| gaps measured with | " + " | ".join("—" if f is None else f"q*_{FAMILY_NAMES[f]}" for f in families)
                  + " |")
-    caps = [columns[c].hit_cap() if columns[c].encoder_family is not None else float("nan") for c in names]
-    lines.append("| q* hit the step cap | " + " | ".join("—" if math.isnan(v) else f"{100 * v:.0f} %" for v in caps)
-                 + " |")
+    for family in FAMILY_NAMES:  # per fitted family: the share of points whose q* stopped at the cap, not converged
+        if any(family in columns[c].converged for c in names):
+            caps = [columns[c].hit_cap(family) if family in columns[c].converged else float("nan") for c in names]
+            lines.append(f"| q*_{FAMILY_NAMES[family]} hit the step cap | "
+                         + " | ".join("—" if math.isnan(v) else f"{100 * v:.0f} %" for v in caps) + " |")
     return "\n".join(lines)
 
 

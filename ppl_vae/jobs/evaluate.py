@@ -32,7 +32,7 @@ import pyro
 import torch
 
 from ppl_vae.data.splits import check_images
-from ppl_vae.estimators import Estimate, ais, elbo, iwae_bound, prior_mc, select_by_pilot
+from ppl_vae.estimators import BDMC, Estimate, ais, bdmc, elbo, iwae_bound, prior_mc, select_by_pilot
 from ppl_vae.runs import Run
 
 from .inputs import as_run, first_points, split_data
@@ -85,12 +85,15 @@ class Evaluation:
     :ivar int seed: the seed the estimators ran with.
     :ivar dict meta: what was evaluated (e.g. ``{"run": ..., "split": ...}``), written first in :meth:`to_dict`.
     :ivar str note: a caveat to show with the numbers (e.g. that an objective is not a bound on log p(x)).
+    :ivar bdmc: the bidirectional Monte Carlo sandwich (:class:`~ppl_vae.estimators.bdmc.BDMC`) of AIS at the
+        evaluation's settings, on as many points *simulated from the model* (not the evaluated data), or ``None``.
     """
 
     estimates: dict[str, Estimate]
     seed: int = 0
     meta: dict = field(default_factory=dict)
     note: str | None = None
+    bdmc: BDMC | None = None
 
     def __getitem__(self, name: str) -> Estimate:
         return self.estimates[name]
@@ -102,7 +105,8 @@ class Evaluation:
 
     def to_dict(self, per_point: bool = True) -> dict:
         """The report ``ppl-vae evaluate`` writes: ``meta``, ``num_points``, ``seed``, ``estimates`` (each with
-        ``mean``, ``stderr`` and, if ``per_point``, the values per point) and ``note`` when there is one.
+        ``mean``, ``stderr`` and, if ``per_point``, the values per point), ``note`` when there is one, and ``bdmc``
+        (both bounds on simulated points, and their gap) when it ran.
 
         :param bool per_point: include every point's value.
         :returns: a JSON-serializable dict.
@@ -111,6 +115,8 @@ class Evaluation:
                "estimates": {name: e.to_dict(per_point) for name, e in self.estimates.items()}}
         if self.note:
             out["note"] = self.note
+        if self.bdmc is not None:
+            out["bdmc"] = self.bdmc.to_dict(per_point)
         return out
 
     def table(self) -> str:
@@ -121,6 +127,14 @@ class Evaluation:
         where = f" {self.meta['split']}" if "split" in self.meta else ""
         lines = [f"{'estimator':<20} {'nats/point':>12} {'± s.e.':>8}   ({self.num_points}{where} points)"]
         lines += [f"{e.name:<20} {e.mean:>12.3f} {e.stderr:>8.3f}" for e in self.estimates.values()]
+        if self.bdmc is not None:
+            b = self.bdmc
+            gap = Estimate("gap", b.gap)
+            lines += [f"BDMC on {b.x.shape[0]} points simulated from the model (not the data above), "
+                      f"{b.info['num_steps']} AIS steps x {b.info['num_chains']} chains:",
+                      f"{'lower (forward AIS)':<20} {b.lower.mean:>12.3f} {b.lower.stderr:>8.3f}",
+                      f"{'upper (reverse AIS)':<20} {b.upper.mean:>12.3f} {b.upper.stderr:>8.3f}",
+                      f"{'upper - lower':<20} {gap.mean:>12.3f} {gap.stderr:>8.3f}"]
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -141,7 +155,7 @@ def _at_least(name: str, value: int, low: int) -> None:
 def evaluate(
     model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, *, num_samples: int = 1, iwae_samples: int = 0,
     ais_steps: int = 0, ais_chains: int = 16, ais_leapfrog: int = 10, ais_from_guide: bool = False,
-    prior_mc_samples: int = 0, seed: int = 0, progress: bool = False,
+    prior_mc_samples: int = 0, bdmc_steps: int = 0, seed: int = 0, progress: bool = False,
 ) -> Evaluation:
     """Estimate log p(x) per data point with the ELBO and, when asked, the IWAE bound, AIS and prior Monte-Carlo;
     then log p̂(x) (:func:`log_p_hat`) when a strong estimator ran: with both IWAE and AIS, the one that wins
@@ -158,21 +172,25 @@ def evaluate(
     :param int ais_leapfrog: leapfrog steps per HMC transition of AIS.
     :param bool ais_from_guide: start AIS from the guide instead of the prior.
     :param int prior_mc_samples: samples of the naive prior Monte-Carlo estimate (0: not computed).
+    :param int bdmc_steps: also bidirectional Monte Carlo (:func:`~ppl_vae.estimators.bdmc.bdmc`) with this many
+        annealing steps, ``ais_chains`` chains, ``ais_leapfrog`` leapfrog steps and the start of AIS
+        (``ais_from_guide``), on ``N`` points simulated from the model in the shape and with the indices of ``x``:
+        how far AIS at these settings is from log p(x) (0: not computed).
     :param int seed: seed of every estimator (set with :func:`pyro.set_rng_seed` first).
     :param bool progress: show progress bars.
     :returns: the :class:`Evaluation`, estimates in the order ``elbo``, ``iwae_K``, ``ais_T``, ``prior_mc_S``,
-        ``log_p_hat``.
+        ``log_p_hat``; BDMC's bounds in :attr:`Evaluation.bdmc`.
     :raises ValueError: for a count out of range or data of the wrong shape.
     :raises DataError: for data the model cannot score (NaN, pixels outside [0, 1] under a Bernoulli likelihood).
     """
     _at_least("num_samples", num_samples, 1)
     for name, value in (("iwae_samples", iwae_samples), ("ais_steps", ais_steps), ("prior_mc_samples", prior_mc_samples),
-                        ("seed", seed)):
+                        ("bdmc_steps", bdmc_steps), ("seed", seed)):
         _at_least(name, value, 0)
     _at_least("ais_chains", ais_chains, 1)
     _at_least("ais_leapfrog", ais_leapfrog, 1)
-    if ais_from_guide and not ais_steps:
-        raise ValueError("Expected ais_steps >= 1 with ais_from_guide=True, got ais_steps=0 (AIS is off)")
+    if ais_from_guide and not (ais_steps or bdmc_steps):
+        raise ValueError("Expected ais_steps >= 1 or bdmc_steps >= 1 with ais_from_guide=True, got 0 (AIS is off)")
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
         raise ValueError(f"Expected x of shape (N, D) with N >= 1, got {tuple(x.shape) if isinstance(x, torch.Tensor) else x!r}")
     x_dim = getattr(model, "x_dim", None)
@@ -197,14 +215,18 @@ def evaluate(
     best = log_p_hat(results, pilots)
     if best is not None:
         results.append(best)
-    return Evaluation({r.name: r for r in results}, seed)
+    sandwich = None
+    if bdmc_steps:
+        sandwich = bdmc(model, x, idx, guide=guide if ais_from_guide else None, num_chains=ais_chains,
+                        num_steps=bdmc_steps, leapfrog_steps=ais_leapfrog, progress=progress)
+    return Evaluation({r.name: r for r in results}, seed, bdmc=sandwich)
 
 
 def evaluate_run(
     run: Run | str | os.PathLike, split: str = "test", n: int | None = None, *, num_samples: int = 1,
     iwae_samples: int = 0, ais_steps: int = 0, ais_chains: int = 16, ais_leapfrog: int = 10,
-    ais_from_guide: bool = False, prior_mc_samples: int = 0, seed: int = 0, device: str = "cpu",
-    progress: bool = False,
+    ais_from_guide: bool = False, prior_mc_samples: int = 0, bdmc_steps: int = 0, seed: int = 0,
+    device: str = "cpu", progress: bool = False,
 ) -> Evaluation:
     """``ppl-vae evaluate``: :func:`evaluate` on the first ``n`` points of a run's ``split``.
 
@@ -231,7 +253,8 @@ def evaluate_run(
     x, idx = first_points(split_data(run, split), n, split)
     result = evaluate(run.model, run.guide, x, idx, num_samples=num_samples, iwae_samples=iwae_samples,
                       ais_steps=ais_steps, ais_chains=ais_chains, ais_leapfrog=ais_leapfrog,
-                      ais_from_guide=ais_from_guide, prior_mc_samples=prior_mc_samples, seed=seed, progress=progress)
+                      ais_from_guide=ais_from_guide, prior_mc_samples=prior_mc_samples, bdmc_steps=bdmc_steps, seed=seed,
+                      progress=progress)
     result.meta = {"run": str(run.path), "split": split}
     if run.config.model != "vae":
         result.note = (f"model {run.config.model!r}: the 'elbo' is its Pyro objective (reconstruction or feature "

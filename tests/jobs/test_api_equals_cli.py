@@ -33,6 +33,21 @@ def test_evaluate(run, tmp_path, float32):
     assert chosen in ("iwae_40", "ais_4") and torch.equal(result["log_p_hat"].per_point, result[chosen].per_point)
 
 
+def test_evaluate_bdmc(run, tmp_path, float32):
+    cli, api = tmp_path / "cli.json", tmp_path / "api.json"
+    assert main(["evaluate", run, "--n", "3", "--bdmc", "--ais-steps", "3", "--ais-chains", "2", "--ais-leapfrog", "2",
+                 "--quiet", "--out", str(cli)]) == 0
+    result = evaluate_run(run, "test", 3, bdmc_steps=3, ais_chains=2, ais_leapfrog=2)
+    result.save(api)
+    assert cli.read_bytes() == api.read_bytes()
+    report = json.loads(api.read_text())
+    assert list(report["estimates"]) == ["elbo"]  # --bdmc alone runs no AIS on the data
+    bdmc = report["bdmc"]
+    assert bdmc["num_steps"] == 3 and bdmc["num_chains"] == 2 and len(bdmc["lower"]["per_point"]) == 3
+    assert bdmc["gap"]["mean"] == pytest.approx(bdmc["upper"]["mean"] - bdmc["lower"]["mean"], abs=1e-3)  # float32
+    assert "upper - lower" in result.table() and "simulated from the model" in result.table()
+
+
 def test_evaluate_defaults_write_into_the_run(run, float32):
     assert main(["evaluate", run, "--n", "5", "--quiet"]) == 0
     written = json.loads((ppl_vae.load_run(run).path / "evaluation_test.json").read_text())
