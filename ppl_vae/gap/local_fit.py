@@ -13,7 +13,8 @@ reductions the next plateau ends its fit (*converged*). A point still running at
 The ``"flow"`` family contains the FFG: it is fitted in two stages — the FFG first (or a fitted
 :class:`~ppl_vae.guides.PerDatapointNormal` handed in as ``init_guide``), then the flow started from that optimum at
 the identity — so that :math:`\\mathcal{L}[q^*_{Flow}] \\ge \\mathcal{L}[q^*_{FFG}]` per point up to Monte-Carlo error;
-its steps and convergence count both stages.
+its steps and convergence count both stages. A point whose flow ends below its Gaussian (on fresh draws) is sent back
+to that Gaussian: Adam's first steps move every weight by about the step size, noise or not.
 
 All points of a chunk are optimized *together*: one vectorized model pass per step for the whole chunk, the objective
 being the sum of the per-point ELBOs (whose gradients are independent per point); a point that has stopped is frozen
@@ -23,6 +24,7 @@ throughout, and the fitted guide looks its rows up by them.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import pyro
@@ -35,6 +37,8 @@ from ppl_vae.guides import LOCAL_GUIDES, PerDatapointNormal
 from ppl_vae.latent_space import LatentSpace
 
 __all__ = ["LocalFit", "fit_local_guide", "latent_moments", "frozen"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,12 +173,37 @@ def _fit_chunk(model, space, x, idx, family, init_guide, options, record, family
     loc, scale = init_guide.loc_scale(idx)
     guide = LOCAL_GUIDES["flow"](space, idx, loc.detach(), scale.detach(), **family_kwargs).to(x.device)
     offset = 0 if first is None else first.loop_steps
+    start = {name: p.detach().clone() for name, p in guide.named_parameters()}
     second = _optimize(model, guide, x, idx, init_guide if first is None else None, options,
                        [s for s in record if s > offset or first is None], offset=offset)
+    _no_worse_than_the_start(model, guide, init_guide, start, x, idx, options["eval_samples"])
     if first is None:
         return second
     return LocalFit(guide, first.steps + second.steps, first.converged & second.converged,
                     dict(sorted({**first.curve, **second.curve}.items())), offset + second.loop_steps)
+
+
+def _no_worse_than_the_start(model, flow, gaussian, start: dict, x, idx, samples: int) -> torch.Tensor:
+    """Send back to the fitted Gaussian the points whose flow scores below it.
+
+    Adam's first steps move every weight by about the step size whatever the gradient, and at the Gaussian's optimum
+    the gradient is mostly noise: a short or noisy fit can leave a point's flow below the Gaussian it started from.
+    Each point's flow and Gaussian are compared on ``samples`` fresh draws; where the flow is lower, the point's rows
+    of every parameter table return to their start (the identity, i.e. that Gaussian exactly). The bounds reported
+    later use their own draws, so they remain unbiased ELBOs of the guide kept.
+
+    :returns: ``(N,)`` whether each point was sent back.
+    """
+    rows = flow.points(idx)
+    with torch.no_grad():
+        worse = log_weights(model, flow, x, idx, samples).mean(0) < log_weights(model, gaussian, x, idx, samples).mean(0)
+        if bool(worse.any()):
+            for name, p in flow.named_parameters():  # every table of a per-point flow has one row per point
+                p[rows[worse]] = start[name][rows[worse]]
+    if bool(worse.any()):
+        logger.info("q*_flow: %d of %d points ended below their fitted Gaussian and were sent back to it",
+                    int(worse.sum()), worse.numel())
+    return worse
 
 
 def _optimize(model, guide, x, idx, init_guide, options, record, offset: int = 0, final: bool = True) -> LocalFit:
