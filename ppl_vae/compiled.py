@@ -32,7 +32,7 @@ Python around the operations takes the same decisions every time; that assumptio
 4. **Context.** Inside a Pyro handler (``poutine.trace`` around an estimator, say), under a torch function or
    dispatch mode, or inside a functorch transform, the traced path runs: the handler must see the sites.
 
-Policy: a signature is recorded on its :data:`RECORD_AFTER`-th call (one-off calls never pay for a recording); a
+Policy: a signature is recorded on its :data:`RECORD_AFTER`-th call (short runs never pay for a recording); a
 graph whose guards fail :data:`MAX_GUARD_FAILURES` times in a row is dropped and its signature runs traced from then
 on (a function that branches on data differently from call to call gains nothing from a graph); at most
 :data:`MAX_GRAPHS` signatures are kept per function.
@@ -53,6 +53,7 @@ its replay costs a Python call per operation.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
 import threading
@@ -64,6 +65,7 @@ import pyro
 import torch
 from pyro.poutine.runtime import _PYRO_STACK
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.node import _get_qualified_name
 from torch.utils import _pytree as pytree
 
 __all__ = ["CompiledFunction", "pair_tensors", "pair_state", "compilation", "is_enabled", "RECORD_AFTER", "MAX_GUARD_FAILURES",
@@ -71,8 +73,11 @@ __all__ = ["CompiledFunction", "pair_tensors", "pair_state", "compilation", "is_
 
 logger = logging.getLogger(__name__)
 
-RECORD_AFTER = 2
-"""A signature is recorded on its second call (the first runs traced)."""
+RECORD_AFTER = 20
+"""A signature is recorded on its 20th call (the first 19 run traced): a recording costs about as much as a hundred
+traced calls of a small pair (measured: 0.9 s against 8 ms per q* step of a 10-point linear-Gaussian fit on 2 busy
+cores), so signatures called a few times (an estimate on a handful of points, most tests) never pay for one, and
+long loops (training, IWAE over a test set, q* fits of thousands of steps) barely notice the wait."""
 
 MAX_GUARD_FAILURES = 3
 """A graph whose guards fail this many replays in a row is dropped; its signature runs traced from then on."""
@@ -439,9 +444,18 @@ class CompiledFunction:
         try:
             graph = self._build(inputs, args, tensor_args, start)
             _set_rng_state(start)
-            replay = graph.module(inputs, tensor_args)
-            problem = _compare(reference, pytree.tree_unflatten(replay, graph.spec), inputs, tensor_args) or \
-                (None if _same_rng_state(_rng_state(), after) else "the random state after the replay differs")
+            originals = _lower(graph.module, inputs, tensor_args)
+            for lowered in (True, False):  # the graph on the bindings, else (if that differs) on the operators
+                if not lowered:
+                    _restore(graph.module, originals)
+                _set_rng_state(start)
+                replay = graph.module(inputs, tensor_args)
+                problem = _compare(reference, pytree.tree_unflatten(replay, graph.spec), inputs, tensor_args) or \
+                    (None if _same_rng_state(_rng_state(), after) else "the random state after the replay differs")
+                if problem is None or not originals:
+                    break
+                logger.debug("%s: the graph on torch's bindings differs (%s); replaying the operators", self.name,
+                             problem)
         except _Unrecordable as e:
             problem = str(e).splitlines()[0]  # (Pyro appends the trace's shapes to errors raised inside a site)
         except Exception as e:  # noqa: BLE001 - a graph that cannot be built or replayed is not used
@@ -484,6 +498,87 @@ class CompiledFunction:
         module.graph.eliminate_dead_code(is_impure_node=_is_impure)
         module.recompile()
         return _Graph(module, spec[-1], guarded, sum(n.op == "call_function" for n in module.graph.nodes))
+
+
+_BINDING_NAMESPACES = (torch._C._VariableFunctions, torch._C._nn, torch._C._special, torch._C._linalg,
+                       torch._C.TensorBase)
+
+
+def _binding(op: torch._ops.OpOverload):
+    """torch's own C++ binding of an ATen operator (``torch.add`` for ``aten.add.Tensor``), or ``None``: a graph
+    calls it for a fraction of the Python an ``OpOverload`` call costs. The binding chooses the overload from the
+    arguments' types, which a graph fixes; the validating replay checks the result (:meth:`CompiledFunction._record`
+    falls back to the operators if it differs)."""
+    namespace, _, name = op._schema.name.partition("::")
+    if namespace != "aten" or op._schema.is_mutable and not name.endswith("_"):
+        return None  # out= variants and other mutating overloads keep their operator
+    for ns in _BINDING_NAMESPACES:
+        fn = getattr(ns, name, None)
+        if fn is not None and type(fn).__name__ in ("builtin_function_or_method", "method_descriptor"):
+            return fn if _resolves_to(fn) else None
+    return None
+
+
+def _resolves_to(fn) -> bool:
+    """Whether the name a graph's code calls ``fn`` by is ``fn`` (``torch.broadcast_tensors`` is a Python wrapper of
+    the binding of the same name, with another signature)."""
+    try:
+        obj = importlib.import_module("torch")
+        for part in _get_qualified_name(fn).split(".")[1:]:
+            obj = getattr(obj, part)
+    except (AttributeError, RuntimeError, ImportError):
+        return False
+    return obj is fn
+
+
+class _Trial:
+    """Calls a binding in place of an operator during one trial replay; if the binding does not accept the
+    arguments, calls the operator and remembers it."""
+
+    def __init__(self, fn, op):
+        self.fn, self.op, self.failed = fn, op, False
+        self.__name__ = f"trial_{op.__name__.replace('.', '_')}"
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.fn(*args, **kwargs)
+            except (TypeError, RuntimeError):
+                self.failed = True
+        return self.op(*args, **kwargs)
+
+
+def _lower(module: torch.fx.GraphModule, inputs, tensor_args) -> dict:
+    """Point the graph's operator calls at torch's bindings (:func:`_binding`) where a trial replay from the current
+    random state shows that the binding accepts the arguments; returns ``{node: operator}`` to undo it with
+    :func:`_restore` (the caller resets the random state and validates the values)."""
+    trials = {}
+    for node in module.graph.nodes:
+        if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            fn = _binding(node.target)
+            if fn is not None:
+                trials[node] = node.target = _Trial(fn, node.target)
+    if not trials:
+        return {}
+    module.recompile()
+    try:
+        module(inputs, tensor_args)
+    except Exception:  # noqa: BLE001 - the caller's replay on the operators reports it
+        _restore(module, {node: t.op for node, t in trials.items()})
+        return {}
+    originals = {}
+    for node, trial in trials.items():
+        node.target = trial.op if trial.failed else trial.fn
+        if not trial.failed:
+            originals[node] = trial.op
+    module.recompile()
+    return originals
+
+
+def _restore(module: torch.fx.GraphModule, originals: dict) -> None:
+    for node, op in originals.items():
+        node.target = op
+    module.recompile()
 
 
 def _is_impure(node) -> bool:

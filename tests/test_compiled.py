@@ -266,3 +266,15 @@ def test_compiled_function_checks_its_recording():
     with pytest.raises(ValueError, match="Expected record_after >= 1"):
         with compilation(record_after=0):
             pass
+
+
+def test_graphs_call_torchs_bindings_where_they_agree():
+    p = _pair("two_level")
+    nesting = max_plate_nesting(p.model, p.guide, p.x, p.idx)
+    with compilation(record_after=1):
+        for _ in range(2):
+            log_weights(p.model, p.guide, p.x, p.idx, 4, nesting=nesting)
+    graph = next(g for g in compiled_log_weights(p.model, p.guide)._graphs.values() if g is not None)
+    code = graph.module.code
+    assert "torch._C._nn.linear(" in code  # aten.linear.default, called through its binding
+    assert "torch.ops.aten.broadcast_tensors" in code  # torch.broadcast_tensors is another function: kept

@@ -11,10 +11,10 @@ model that the guide does not sample and that the model marks for enumeration ar
 :class:`pyro.infer.TraceEnum_ELBO` does), which gives a tighter, lower-variance weight than sampling them.
 
 Called with ``nesting`` (as every estimator and the per-datapoint fit call it), :func:`log_weights` runs a
-:class:`~ppl_vae.compiled.CompiledFunction` per model/guide pair: from the second call with the same input signature
-on, the recorded operations of the traced computation replay without Pyro's handlers (the same numbers, bit for bit,
-from the same random state; the traced path whenever a guard sees the structure change). :func:`traced_log_weights`
-is the traced path itself.
+:class:`~ppl_vae.compiled.CompiledFunction` per model/guide pair: from the :data:`~ppl_vae.compiled.RECORD_AFTER`-th
+call with the same input signature on, the recorded operations of the traced computation replay without Pyro's
+handlers (the same numbers, bit for bit, from the same random state; the traced path whenever a guard sees the
+structure change). :func:`traced_log_weights` is the traced path itself.
 """
 from __future__ import annotations
 

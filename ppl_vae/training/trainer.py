@@ -10,7 +10,7 @@ the first step, so pairs written either way train. Every update goes through
 :func:`~ppl_vae.training.guards.guarded_update`: a step with a non-finite loss or gradient is not applied.
 
 The loss of each step is computed by a :class:`~ppl_vae.compiled.CompiledFunction` of the objective's tensor loss
-(:func:`~ppl_vae.training.tensor_losses.tensor_loss_and_elbo`): from the second batch of a shape on, the recorded
+(:func:`~ppl_vae.training.tensor_losses.tensor_loss_and_elbo`): from the 20th batch of a shape on, the recorded
 operations replay without Pyro's handlers, with the traced path's values and gradients bit for bit (so a resumed run
 still equals an uninterrupted one). Objectives without a tensor loss (``AnnealedELBO``, ``TraceGraph_ELBO``, ...)
 train on the traced path, as does every step whose guards see the pair's structure change.
