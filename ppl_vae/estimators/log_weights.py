@@ -9,18 +9,29 @@ the model's own density: masked-out latents affect nothing observed, so ``p(x)``
 importance weight of it. Discrete sites of the
 model that the guide does not sample and that the model marks for enumeration are summed out exactly (as
 :class:`pyro.infer.TraceEnum_ELBO` does), which gives a tighter, lower-variance weight than sampling them.
+
+Called with ``nesting`` (as every estimator and the per-datapoint fit call it), :func:`log_weights` runs a
+:class:`~ppl_vae.compiled.CompiledFunction` per model/guide pair: from the :data:`~ppl_vae.compiled.RECORD_AFTER`-th
+call with the same input signature on, the recorded operations of the traced computation replay without Pyro's
+handlers (the same numbers, bit for bit, from the same random state; the traced path whenever a guard sees the
+structure change). :func:`traced_log_weights` is the traced path itself.
 """
 from __future__ import annotations
+
+import types
+import weakref
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 
+from ppl_vae.compiled import CompiledFunction, is_enabled, pair_state, pair_tensors
 from ppl_vae.conventions import check_pair, default_idx, max_plate_nesting
 from ppl_vae.traces import is_auxiliary, is_masked, per_point, point_log_density, sample_sites, trace_particles, vectorize_particles
 
-__all__ = ["log_weights", "prepare_pair", "traced_pair", "per_point", "vectorize_particles"]
+__all__ = ["log_weights", "traced_log_weights", "compiled_log_weights", "prepare_pair", "traced_pair", "per_point",
+           "vectorize_particles"]
 
 
 def prepare_pair(model, guide, x: torch.Tensor, idx: torch.Tensor | None) -> tuple[torch.Tensor, int]:
@@ -61,7 +72,73 @@ def log_weights(
 ) -> torch.Tensor:
     """``log p(x_n, z_s) - log q(z_s | x_n)`` for ``z_s ~ q(. | x_n)``: a ``(num_samples, N)`` tensor.
 
-    Differentiable (reparameterized guides): wrap in ``torch.no_grad()`` to evaluate only.
+    Differentiable (reparameterized guides): wrap in ``torch.no_grad()`` to evaluate only. With ``nesting`` given,
+    repeated calls replay the recorded computation (:func:`compiled_log_weights`); the values are those of
+    :func:`traced_log_weights`.
+
+    :param x: ``(N, ...)`` data, any dtype.
+    :param idx: ``(N,)`` data-point indices or ``None`` (``0..N-1``).
+    :param int num_samples: ``S``, samples per point.
+    :param bool analytic_kl: replace ``log p(z) - log q(z)`` of each latent site by ``-KL(q || p)`` where a closed
+        form is registered (as :class:`pyro.infer.TraceMeanField_ELBO`; other sites keep the sampled terms); the
+        result's mean over samples is then the lower-variance ELBO estimate, not an importance weight.
+    :param int nesting: the plate nesting of the pair (found by tracing if ``None``; then the traced path runs).
+    :returns: ``(S, N)`` nats.
+    """
+    if nesting is None or not is_enabled():
+        return traced_log_weights(model, guide, x, idx, num_samples, analytic_kl, nesting)
+    return compiled_log_weights(model, guide)(x, default_idx(x, idx), int(num_samples), bool(analytic_kl), int(nesting))
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _owner(fn):
+    """``(object to key on, function)``: a bound method is keyed on its object (a new method object is made on every
+    attribute access), anything else on itself."""
+    if isinstance(fn, types.MethodType):
+        return fn.__self__, fn.__func__
+    return fn, None
+
+
+def _resolver(fn):
+    """A function returning ``fn`` without keeping it alive (``None`` once it is gone)."""
+    owner, func = _owner(fn)
+    ref = weakref.ref(owner)
+    return (lambda: ref()) if func is None else (lambda: None if ref() is None else types.MethodType(func, ref()))
+
+
+def compiled_log_weights(model, guide) -> CompiledFunction:
+    """The :class:`~ppl_vae.compiled.CompiledFunction` of :func:`traced_log_weights` for this pair, called as
+    ``f(x, idx, num_samples, analytic_kl, nesting)`` (one per pair, kept as long as the model and guide live).
+
+    :returns: the compiled function.
+    """
+    (model_owner, model_func), (guide_owner, guide_func) = _owner(model), _owner(guide)
+    try:
+        per_model = _COMPILED.setdefault(model_owner, weakref.WeakKeyDictionary())
+        per_guide = per_model.setdefault(guide_owner, {})
+    except TypeError:  # an object that cannot be weakly referenced: a fresh function every time (never recorded)
+        per_guide = {}
+    compiled = per_guide.get((model_func, guide_func))
+    if compiled is None:
+        get_model, get_guide = _resolver(model), _resolver(guide)
+
+        def fn(x, idx, num_samples, analytic_kl, nesting):
+            return traced_log_weights(get_model(), get_guide(), x, idx, num_samples, analytic_kl, nesting)
+
+        compiled = per_guide[(model_func, guide_func)] = CompiledFunction(
+            fn, lambda: pair_tensors(get_model(), get_guide()), name="log_weights",
+            state=lambda: pair_state(get_model(), get_guide()))
+    return compiled
+
+
+def traced_log_weights(
+    model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 1,
+    analytic_kl: bool = False, nesting: int | None = None,
+) -> torch.Tensor:
+    """:func:`log_weights` on the traced path: the guide and the model run under Pyro's handlers on every call (the
+    reference of the compiled path).
 
     :param x: ``(N, ...)`` data, any dtype.
     :param idx: ``(N,)`` data-point indices or ``None`` (``0..N-1``).

@@ -8,6 +8,12 @@ in checkpoints.
 Parameters are found as ``nn.Module`` parameters of the model and guide and as ``pyro.param`` sites traced in
 the first step, so pairs written either way train. Every update goes through
 :func:`~ppl_vae.training.guards.guarded_update`: a step with a non-finite loss or gradient is not applied.
+
+The loss of each step is computed by a :class:`~ppl_vae.compiled.CompiledFunction` of the objective's tensor loss
+(:func:`~ppl_vae.training.tensor_losses.tensor_loss_and_elbo`): from the 20th batch of a shape on, the recorded
+operations replay without Pyro's handlers, with the traced path's values and gradients bit for bit (so a resumed run
+still equals an uninterrupted one). Objectives without a tensor loss (``AnnealedELBO``, ``TraceGraph_ELBO``, ...)
+train on the traced path, as does every step whose guards see the pair's structure change.
 """
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
+from ppl_vae.compiled import CompiledFunction, pair_state, pair_tensors
 from ppl_vae.conventions import DATA_PLATE, check_pair
 from ppl_vae.objectives.base import ELBO_OBJECTIVES, loss_and_elbo, preserved_randomness
 
 from .guards import TrainingDiverged, guarded_update, invalid_values_reason
+from .tensor_losses import tensor_loss_and_elbo
 
 __all__ = ["Trainer", "ELBO_OBJECTIVES"]  # TrainingDiverged: ppl_vae.training.guards (re-exported by ppl_vae.training)
 
@@ -69,6 +77,7 @@ class Trainer:
         self.steps = 0
         self.last_elbo: float | None = None
         self._plate_size: int | None = None
+        self._compiled: CompiledFunction | None = None
 
     def parameters(self, x, idx) -> list[torch.Tensor]:
         """Every trainable tensor of the pair, found without moving the random streams (sets :attr:`names`, and notes
@@ -106,6 +115,13 @@ class Trainer:
                     "functions calling pyro.param / pyro.module"
                 )
             self.optimizer = adam(params, self.lr)
+            tensor_loss = tensor_loss_and_elbo(self.objective)
+            if tensor_loss is not None:
+                objective, model, guide = self.objective, self.model, self.guide
+                self._compiled = CompiledFunction(
+                    lambda x, idx: tensor_loss(objective, model, guide, x, idx),
+                    lambda: pair_tensors(model, guide, modules=self.modules), name=f"{type(objective).__name__} loss",
+                    state=lambda: pair_state(model, guide, objective, modules=self.modules))
 
     def step(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> float:
         """One gradient step on a batch ``x (B, ...)``; returns the batch's loss of the trained objective in nats per
@@ -120,7 +136,10 @@ class Trainer:
         self._ensure_optimizer(x, idx)
         step = self.steps + 1
         try:
-            loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
+            if self._compiled is not None:
+                loss, negative_elbo = self._compiled(x, idx)
+            else:
+                loss, negative_elbo = loss_and_elbo(self.objective, self.model, self.guide, x, idx)
         except ValueError as e:  # with validation on, non-finite distribution parameters fail their constraints
             reason = invalid_values_reason(e)
             if reason is None:
