@@ -39,10 +39,15 @@ on (a function that branches on data differently from call to call gains nothing
 
 A Pyro program's structure — its site names, shapes, distribution types and plates — is decided by its Python,
 which can only decide on the signature's inputs (1), on tensor values it reads (2) or on the Python state of the pair
-(1, :func:`pair_state`): all three are checked on every call. What the checks cannot see is state outside the pair —
-a module-level global the model reads, an object three levels down an attribute, Python's own ``random`` — exactly as
-for ``torch.jit.trace`` and Pyro's ``JitTrace_ELBO`` ("models must have static structure"); :func:`compilation` with
-``enabled=False`` runs everything traced.
+(1, :func:`pair_state`): all three are checked on every call. The Python state counts what the pair's functions
+reach: attributes, closure cells, defaults, ``functools.partial`` arguments and the module-level globals their code
+names (a network or a configuration object kept as a global, as in Pyro's tutorials; a user's ``forward`` too), three
+levels deep. What the checks cannot see is state beyond that — an attribute of an imported Python module
+(``config.BETA`` read through ``import config``), an object more than three levels down, Python's own ``random`` (the
+validating replay catches it at recording) — as for ``torch.jit.trace`` and Pyro's ``JitTrace_ELBO`` ("models must
+have static structure"); :func:`compilation` with ``enabled=False`` runs everything traced. Tensors the pair changes
+in place (a BatchNorm's running statistics) change once per call, as on the traced path: recording puts them back
+between its runs and checks the graph's writes.
 
 Measured choices (``benchmarks/train_speed.py``, ``iwae_speed.py``, ``local_fit_speed.py``; README "Speed"):
 ``torch.jit.trace`` (Pyro's JIT route) is deprecated in torch 2.14 and needs every parameter in Pyro's param store;
@@ -53,6 +58,7 @@ its replay costs a Python call per operation.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import math
@@ -61,6 +67,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 
+import numpy as np
 import pyro
 import torch
 from pyro.poutine.runtime import _PYRO_STACK
@@ -233,10 +240,24 @@ def _meta(t: torch.Tensor) -> tuple:
     return t.shape, t.stride(), t.dtype, t.device, t.requires_grad
 
 
-def _owner_modules(fn) -> list[torch.nn.Module]:
-    """The ``nn.Module`` s behind a model or guide: the function itself or the object of a bound method."""
+def _owner_modules(fn, depth: int = 0) -> list[torch.nn.Module]:
+    """The ``nn.Module`` s behind a model or guide: the module itself, the object of a bound method, and the modules
+    a plain function or a ``functools.partial`` holds (closure cells, defaults, bound arguments; three levels deep),
+    as in Pyro's tutorials, where a function calls ``pyro.module("decoder", decoder)`` on a module of its closure."""
     owner = getattr(fn, "__self__", fn)
-    return [owner] if isinstance(owner, torch.nn.Module) else []
+    if isinstance(owner, torch.nn.Module):
+        return [owner]
+    if depth >= 3:
+        return []
+    if isinstance(fn, functools.partial):
+        held = [fn.func, *fn.args, *fn.keywords.values()]
+    elif isinstance(fn, types.FunctionType):
+        held = [c.cell_contents for c in fn.__closure__ or () if _cell_filled(c)] + list(fn.__defaults__ or ()) + \
+            [v for _, v in _referenced_globals(fn) if isinstance(v, torch.nn.Module | types.FunctionType |
+                                                                   functools.partial)]
+    else:
+        return []
+    return [m for h in held for m in _owner_modules(h, depth + 1)]
 
 
 def pair_tensors(*fns, modules=()) -> list[torch.Tensor]:
@@ -260,43 +281,106 @@ def pair_tensors(*fns, modules=()) -> list[torch.Tensor]:
 _SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
 
 
+_MAX_ITEMS = 256  # longer sequences and mappings count by identity and length (a data set is not a setting)
+_MAX_ARRAY_BYTES = 1 << 16  # larger NumPy arrays count by identity
+
+
 def _value_state(value, depth: int = 0):
-    """What of an attribute's value the state records: scalars by value, tuples, lists and dicts item by item (three
-    levels deep), tensors by identity and metadata (a reassigned tensor attribute is a new tensor), functions and
-    classes by identity; anything else by type only."""
+    """What of a value the state records (three levels deep): scalars by value; tuples, lists, sets and dicts item by
+    item (by identity and length past :data:`_MAX_ITEMS` items); tensors by identity and metadata (a reassigned
+    tensor is a new tensor, one changed in place is read by the graph); NumPy arrays by their bytes (identity past
+    :data:`_MAX_ARRAY_BYTES`); modules by :func:`_module_state` (their ``training`` flags, submodules and attributes);
+    plain functions by code, defaults and closure; ``functools.partial`` by function and arguments; bound methods by
+    function and object; classes by identity; any other object by its type and attributes."""
     if isinstance(value, _SCALARS):
         return value
-    if isinstance(value, tuple | list) and depth < 3:
-        return (type(value), tuple(_value_state(v, depth + 1) for v in value))
-    if isinstance(value, dict) and depth < 3:
-        return (dict, tuple((k, _value_state(v, depth + 1)) for k, v in value.items()))
     if isinstance(value, torch.Tensor):
         return ("tensor", id(value), _meta(value))
-    if callable(value) and not isinstance(value, torch.nn.Module):
+    if isinstance(value, type):
+        return ("class", id(value))
+    if isinstance(value, np.ndarray):
+        data = value.tobytes() if value.nbytes <= _MAX_ARRAY_BYTES else id(value)
+        return ("ndarray", value.shape, value.dtype.str, data)
+    if isinstance(value, np.generic):
+        return ("numpy", value.dtype.str, value.item())
+    if depth >= 3:
+        return ("object", type(value), id(value))
+    if isinstance(value, tuple | list | set | frozenset | dict):
+        if len(value) > _MAX_ITEMS:
+            return (type(value), "long", id(value), len(value))
+        if isinstance(value, dict):
+            return (type(value), tuple((_value_state(k, depth + 1), _value_state(v, depth + 1))
+                                       for k, v in value.items()))
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return (type(value), tuple(_value_state(v, depth + 1) for v in items))
+    if isinstance(value, torch.nn.Module):
+        return ("module", id(value), _module_state(value, depth + 1))
+    if isinstance(value, types.FunctionType):
+        return ("function", _function_state(value, depth + 1))
+    if isinstance(value, functools.partial):
+        return ("partial", _value_state(value.func, depth + 1), _value_state(value.args, depth + 1),
+                _value_state(value.keywords, depth + 1))
+    if isinstance(value, types.MethodType):
+        return ("method", value.__func__, _value_state(value.__self__, depth + 1))
+    if isinstance(value, types.ModuleType | types.BuiltinFunctionType | torch._ops.OpOverload |
+                  torch._ops.OpOverloadPacket):
         return ("callable", id(value))
-    return ("object", type(value))
+    return _object_state(value, depth + 1)
 
 
-def _object_state(obj) -> tuple:
-    """The type and the recorded attribute values (:func:`_value_state`) of an object that is not a module."""
-    attrs = getattr(obj, "__dict__", None) or {}
-    return (type(obj), tuple((k, _value_state(v)) for k, v in attrs.items() if not k.startswith("__")))
+def _object_state(obj, depth: int = 0) -> tuple:
+    """The type and the recorded attribute values (:func:`_value_state`) of an object that is not a module (its
+    ``__dict__``, or its ``__slots__``)."""
+    attrs = getattr(obj, "__dict__", None)
+    if attrs is None:
+        slots = [n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ())]
+        attrs = {n: getattr(obj, n) for n in slots if isinstance(n, str) and hasattr(obj, n)}
+    return (type(obj), tuple((k, _value_state(v, depth)) for k, v in attrs.items() if not k.startswith("__")))
 
 
-def _module_state(module: torch.nn.Module) -> tuple:
+def _module_state(module: torch.nn.Module, depth: int = 0) -> tuple:
     """Every submodule's name, type, ``training`` flag and plain attributes (``in_features``, ELU's ``alpha``, a float
     the ``forward`` branches on...), in order: a replaced submodule or a changed attribute changes it."""
     out = []
     for name, m in module.named_modules(remove_duplicate=False):
-        attrs = tuple((k, _value_state(v)) for k, v in m.__dict__.items() if k[0] != "_")
-        out.append((name, type(m), attrs))
+        attrs = tuple((k, _value_state(v, depth)) for k, v in m.__dict__.items() if k[0] != "_")
+        forward = getattr(type(m), "forward", None)  # the globals a user's forward reads (torch's own: none)
+        reads = () if type(m).__module__.startswith("torch.") or not isinstance(forward, types.FunctionType) else \
+            _globals_state(forward, depth)
+        out.append((name, type(m), attrs, reads))
     return tuple(out)
 
 
-def _function_state(fn) -> tuple:
-    """A plain function's code, defaults and closure contents (:func:`_value_state`)."""
-    cells = tuple(_value_state(c.cell_contents) if _cell_filled(c) else None for c in fn.__closure__ or ())
-    return (fn.__code__, _value_state(fn.__defaults__), cells)
+def _function_state(fn, depth: int = 0) -> tuple:
+    """A plain function's code, defaults, closure contents and the module-level globals its code names
+    (:func:`_value_state`): a module or a configuration object the function reads by its global name is part of its
+    state as much as one in its closure (Pyro's tutorials keep their networks so)."""
+    cells = tuple(_value_state(c.cell_contents, depth) if _cell_filled(c) else None for c in fn.__closure__ or ())
+    return (fn.__code__, _value_state(fn.__defaults__, depth), cells, _globals_state(fn, depth))
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The names a code object (and the functions and comprehensions defined in it) may read as globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
+def _referenced_globals(fn) -> list[tuple[str, object]]:
+    """``(name, value)`` of the module-level globals ``fn``'s code names (builtins excluded)."""
+    code, scope = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or scope is None:
+        return []
+    return [(n, scope[n]) for n in _global_names(code) if n in scope]
+
+
+def _globals_state(fn, depth: int) -> tuple:
+    """:func:`_value_state` of each global ``fn`` reads; Python modules (``torch``, ``pyro``...) by identity."""
+    return tuple((n, ("python module", id(v)) if isinstance(v, types.ModuleType) else _value_state(v, depth))
+                 for n, v in _referenced_globals(fn))
 
 
 def _cell_filled(cell) -> bool:
@@ -327,10 +411,8 @@ def pair_state(*objects, modules=()) -> tuple:
                         _object_state(owner)))
         elif isinstance(obj, torch.nn.Module):
             out.append(_module_state(obj))
-        elif isinstance(obj, types.FunctionType):
-            out.append(_function_state(obj))
         else:
-            out.append(_object_state(obj))
+            out.append(_value_state(obj))
     return tuple(out)
 
 
@@ -437,21 +519,29 @@ class CompiledFunction:
         logger.info("%s runs on its traced path for this input signature: %s", self.name, reason)
 
     def _record(self, key, inputs, args, tensor_args):
-        start = _rng_state()
+        # The pair's Python runs several times here (the reference, the recording, the validating replays): tensors it
+        # changes in place (a BatchNorm's running statistics) are put back before each run, and the graph must leave
+        # them as the reference did, so that the call changes them once, as the traced path would.
+        start, before = _rng_state(), _snapshot(inputs)
         reference = self.fn(*args)  # the traced path: the reference the graph must reproduce
-        after = _rng_state()
+        after, changed = _rng_state(), _snapshot(inputs)
         self.stats["traced"] += 1
         try:
+            _put_back(inputs, before)
             graph = self._build(inputs, args, tensor_args, start)
+            _put_back(inputs, before)
             _set_rng_state(start)
             originals = _lower(graph.module, inputs, tensor_args)
             for lowered in (True, False):  # the graph on the bindings, else (if that differs) on the operators
                 if not lowered:
                     _restore(graph.module, originals)
+                _put_back(inputs, before)
                 _set_rng_state(start)
                 replay = graph.module(inputs, tensor_args)
                 problem = _compare(reference, pytree.tree_unflatten(replay, graph.spec), inputs, tensor_args) or \
-                    (None if _same_rng_state(_rng_state(), after) else "the random state after the replay differs")
+                    (None if _same_rng_state(_rng_state(), after) else "the random state after the replay differs") or \
+                    (None if _same_values(inputs, changed) else "the replay changes the pair's tensors in place "
+                     "differently from the traced path")
                 if problem is None or not originals:
                     break
                 logger.debug("%s: the graph on torch's bindings differs (%s); replaying the operators", self.name,
@@ -460,6 +550,13 @@ class CompiledFunction:
             problem = str(e).splitlines()[0]  # (Pyro appends the trace's shapes to errors raised inside a site)
         except Exception as e:  # noqa: BLE001 - a graph that cannot be built or replayed is not used
             problem = f"recording failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        if problem is not None and not _same_values(before, changed):
+            # the reference changed the pair's tensors, which were put back and changed again since: run it again from
+            # the start, so that the call changes them once and returns a result whose autograd graph saw no later
+            # write to them
+            _put_back(inputs, before)
+            _set_rng_state(start)
+            reference = self.fn(*args)
         _set_rng_state(after)
         if problem is not None:
             self._refuse(key, problem)
@@ -607,6 +704,26 @@ def _insert_guards(graph: torch.fx.Graph) -> bool:
             node.target = _ShapeGuard(target)
             guarded = True
     return guarded
+
+
+def _snapshot(tensors) -> list[torch.Tensor]:
+    """Copies of ``tensors``' values."""
+    with torch.no_grad():
+        return [t.detach().clone() for t in tensors]
+
+
+def _same_values(tensors, values) -> bool:
+    """Whether every tensor holds the values of its copy."""
+    return all(_equal(t.detach(), v) for t, v in zip(tensors, values))
+
+
+def _put_back(tensors, values) -> None:
+    """Write the copies ``values`` back into the tensors that no longer hold them (only those: a write bumps a tensor's
+    version, which autograd checks for the tensors it saved)."""
+    with torch.no_grad():
+        for t, v in zip(tensors, values):
+            if not _equal(t.detach(), v):
+                t.copy_(v)
 
 
 def _compare(reference, replay, inputs, tensor_args) -> str | None:

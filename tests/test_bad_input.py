@@ -251,7 +251,7 @@ def _api_cases(world):
          r"Expected num_samples to be an integer >= 1, got 0"),
         ("iwae_samples -1", lambda: evaluate(model, guide, x, iwae_samples=-1), ValueError, r"Expected iwae_samples to be an integer >= 0"),
         ("ais_from_guide without AIS", lambda: evaluate(model, guide, x, ais_from_guide=True), ValueError,
-         r"Expected ais_steps >= 1 with ais_from_guide=True"),
+         r"Expected ais_steps >= 1 or bdmc_steps >= 1 with ais_from_guide=True"),
         ("log_p_hat of different points", lambda: log_p_hat([iwae_bound(model, guide, x, num_samples=5),
                                                              iwae_bound(model, guide, x[:2], num_samples=5)]),
          ValueError, r"Expected estimates of the same data points"),

@@ -6,6 +6,9 @@ path, with the traced path's numbers.
 No timings here (``benchmarks/`` measures speed). Every test records with ``record_after=1`` so that the second call
 of a signature already replays.
 """
+import functools
+import types
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -278,3 +281,75 @@ def test_graphs_call_torchs_bindings_where_they_agree():
     code = graph.module.code
     assert "torch._C._nn.linear(" in code  # aten.linear.default, called through its binding
     assert "torch.ops.aten.broadcast_tensors" in code  # torch.broadcast_tensors is another function: kept
+
+
+_TUTORIAL_DECODER = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 3))  # read by its global name
+_SETTINGS = types.SimpleNamespace(prior_scale=1.0)  # a configuration object read by its global name
+
+
+def _tutorial_model(x, idx=None):
+    """Pyro's tutorial style: a plain function that registers a module it reads as a global."""
+    pyro.module("decoder", _TUTORIAL_DECODER)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), _SETTINGS.prior_scale).to_event(1))
+        pyro.sample("x", dist.Normal(_TUTORIAL_DECODER(z), 0.5).to_event(1), obs=x)
+
+
+def test_state_read_through_globals_closures_and_partials_records_new_graphs(float32):
+    """Found by a tester: a module's training flag, a replaced submodule or a configuration attribute reached through
+    a function's globals, closure or ``functools.partial`` replayed a stale graph (7-69 nats off per point)."""
+    pyro.clear_param_store()
+    guide, x = Guide(3), torch.randn(4, 3)
+    _TUTORIAL_DECODER.eval()
+    compiled = _compare_calls(_tutorial_model, guide, [x, x])
+    _TUTORIAL_DECODER.train()  # dropout on
+    _compare_calls(_tutorial_model, guide, [x, x])
+    _SETTINGS.prior_scale = 2.0
+    _compare_calls(_tutorial_model, guide, [x, x])
+    _TUTORIAL_DECODER[1] = nn.Identity()
+    _compare_calls(_tutorial_model, guide, [x, x])
+    assert compiled.stats["recorded"] == 4, compiled.stats
+    decoder, settings = nn.Linear(2, 3), {"scale": 1.0}
+
+    def closure_model(x, idx=None, settings=settings):
+        pyro.module("closure_decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), settings["scale"]).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 0.5).to_event(1), obs=x)
+
+    model = functools.partial(closure_model, settings=settings)
+    first = pair_state(model, guide)
+    settings["scale"] = 3.0
+    assert pair_state(model, guide) != first
+    assert any(t is decoder.weight for t in pair_tensors(model, guide))  # its tensors are the graph's inputs
+
+
+class _NormalizedGuide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
+
+    def forward(self, x, idx=None):
+        loc, log_scale = self.net(x).chunk(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def test_recording_changes_buffers_once_as_the_traced_path_does(float32):
+    """A BatchNorm in training mode updates its running statistics on every call; recording runs the pair several
+    times, and each run's update is put back, so 30 calls leave the statistics of 30 traced calls."""
+    model = Switchable()
+    runs = {}
+    for enabled in (True, False):
+        torch.manual_seed(0)
+        guide = _NormalizedGuide()
+        xs = [torch.randn(6, 3) for _ in range(30)]
+        with compilation(enabled=enabled, record_after=20), torch.no_grad():
+            values = torch.stack([log_weights(model, guide, x, None, 2, nesting=1) for x in xs])
+        bn = guide.net[1]
+        if enabled:
+            assert compiled_log_weights(model, guide).stats["replays"] == 10
+        runs[enabled] = (values, bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
+    for a, b in zip(runs[True], runs[False]):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    assert runs[True][3] == 30

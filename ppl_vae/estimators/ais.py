@@ -22,6 +22,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import pyro
 import torch
@@ -36,7 +37,7 @@ from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks
 from .estimate import Estimate
 from .log_weights import prepare_pair
 
-__all__ = ["ais", "anneal", "annealing_schedule"]
+__all__ = ["ais", "anneal", "annealing_schedule", "check_hmc_options"]
 
 
 def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float = 4.0,
@@ -62,6 +63,23 @@ def annealing_schedule(num_steps: int, kind: str = "sigmoid", sharpness: float =
     raise ValueError(f"Unknown schedule {kind!r}; expected 'geometric', 'sigmoid' or 'linear'")
 
 
+def check_hmc_options(*, step_size: float, target_accept: float | None, **counts: int) -> None:
+    """Refuse AIS / BDMC settings that cannot run as asked: counts (``num_chains``, ``num_steps``, ...) that are not
+    integers >= 1, a step size that is not a finite positive number, a target acceptance rate outside ``(0, 1)``.
+
+    :raises ValueError: naming the first bad option.
+    """
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"Expected {name} to be an integer >= 1, got {value!r}")
+    if isinstance(step_size, bool) or not isinstance(step_size, numbers.Real) or not math.isfinite(step_size) \
+            or step_size <= 0:
+        raise ValueError(f"Expected step_size to be a finite number > 0, got {step_size!r}")
+    if target_accept is not None and (isinstance(target_accept, bool) or not isinstance(target_accept, numbers.Real)
+                                      or not 0 < target_accept < 1):
+        raise ValueError(f"Expected target_accept in (0, 1) or None, got {target_accept!r}")
+
+
 def ais(
     model, x: torch.Tensor, idx: torch.Tensor | None = None, guide=None, num_chains: int = 16,
     num_steps: int = 500, leapfrog_steps: int = 10, step_size: float = 0.05, target_accept: float = 0.65,
@@ -85,12 +103,13 @@ def ais(
     :param int max_rows: bound on ``chains x points`` advanced together.
     :returns: :class:`Estimate` (``per_point (N,)`` nats); ``info`` has the settings and the mean acceptance rate.
     :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
-    :raises ValueError: for discrete latent sites that are not enumerated, or a guide that cannot score foreign points.
+    :raises ValueError: for discrete latent sites that are not enumerated, a guide that cannot score foreign points, or
+        settings out of range (:func:`check_hmc_options`).
 
     Cost: ``num_steps * (leapfrog_steps + 1)`` gradient evaluations of the model per chain.
     """
-    if num_chains < 1 or leapfrog_steps < 1:
-        raise ValueError(f"Expected num_chains >= 1 and leapfrog_steps >= 1, got {num_chains}, {leapfrog_steps}")
+    check_hmc_options(num_chains=num_chains, num_steps=num_steps, leapfrog_steps=leapfrog_steps, step_size=step_size,
+                      target_accept=target_accept, max_rows=max_rows)
     betas = annealing_schedule(num_steps, schedule).tolist()
     check_finite(x)
     idx = default_idx(x, idx)

@@ -34,7 +34,7 @@ from ppl_vae.conventions import default_idx
 from ppl_vae.latent_space import LatentSpace
 from ppl_vae.traces import sample_sites, trace_particles
 
-from .ais import _check_scores_foreign_points, _Start, anneal, annealing_schedule
+from .ais import _check_scores_foreign_points, _Start, anneal, annealing_schedule, check_hmc_options
 from .chunks import DEFAULT_MAX_ROWS, chunk_sizes
 from .estimate import Estimate
 from .log_weights import prepare_pair
@@ -95,13 +95,21 @@ def simulate(model, x: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[t
     :param idx: ``(N,)`` the points' indices (handed to the model) or ``None``.
     :returns: ``(x_sim (N, ...), u (N, D))``: the simulated data and the latents that generated them in the model's
         unconstrained latent space — an exact sample of each point's posterior.
-    :raises ValueError: if the model does not observe ``x`` at exactly one site, or has discrete latents that are not
-        enumerated.
+    :raises ValueError: if the model does not observe ``x`` at exactly one site, conditions on any other observed site
+        (``pyro.factor``, other data: the prior draw of ``z`` would not be a posterior sample), or has discrete latents
+        that are not enumerated.
     """
     idx = default_idx(x, idx)
     space = LatentSpace(model, x, idx)
     space.require_continuous("Bidirectional Monte Carlo")
-    site = _observed_site(trace_particles(model, x, idx, 1, space.nesting), x)
+    conditioned = trace_particles(model, x, idx, 1, space.nesting)
+    site = _observed_site(conditioned, x)
+    others = [name for name, s in sample_sites(conditioned) if s["is_observed"] and name != site]
+    if others:
+        # poutine.uncondition would draw these too: the simulated z would not be a posterior sample of p(z | x, ...)
+        raise ValueError(f"Bidirectional Monte Carlo simulates (z, x) from the model's prior, but the model conditions "
+                         f"on observed sites other than the data x: {others} (pyro.factor, or obs= of other data); "
+                         "simulate the data yourself and pass exact posterior samples as posterior_u")
     trace = trace_particles(poutine.uncondition(model), x, idx, 1, space.nesting)
     value = trace.nodes[site]["value"]
     x_sim = value.reshape(x.shape).to(x.dtype)
@@ -135,14 +143,15 @@ def bdmc(
         the reverse chain runs it backwards.
     :param int max_rows: bound on ``chains x points`` advanced together.
     :returns: :class:`BDMC`.
-    :raises ValueError: for counts below 1, ``posterior_u`` of the wrong shape, a model that does not observe ``x`` at
-        one site (when simulating), discrete latents that are not enumerated, or a guide that cannot score foreign
+    :raises ValueError: for settings out of range (:func:`~ppl_vae.estimators.ais.check_hmc_options`),
+        ``posterior_u`` of the wrong shape, a model that does not observe ``x`` at one site or observes other sites
+        (when simulating), discrete latents that are not enumerated, or a guide that cannot score foreign
         points.
 
     Cost: twice that of :func:`~ppl_vae.estimators.ais` with the same settings.
     """
-    if num_chains < 1 or leapfrog_steps < 1:
-        raise ValueError(f"Expected num_chains >= 1 and leapfrog_steps >= 1, got {num_chains}, {leapfrog_steps}")
+    check_hmc_options(num_chains=num_chains, num_steps=num_steps, leapfrog_steps=leapfrog_steps, step_size=step_size,
+                      target_accept=target_accept, max_rows=max_rows)
     betas = annealing_schedule(num_steps, schedule).tolist()
     idx = default_idx(x, idx)
     space = LatentSpace(model, x, idx)

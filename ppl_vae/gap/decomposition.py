@@ -20,6 +20,7 @@ inference gap and the q* bounds.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from ppl_vae.latent_space import LatentSpace
 from ppl_vae.traces import is_auxiliary, sample_sites, trace_particles
 
 __all__ = ["InferenceGap", "inference_gap", "encoder_family", "FAMILY_NAMES"]
+
+_FIT_OPTIONS = frozenset(inspect.signature(fit_local_guide).parameters) - {"family_kwargs"}
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +246,11 @@ def inference_gap(
     if not 0 < pilot_fraction <= 1:
         raise ValueError(f"Expected 0 < pilot_fraction <= 1, got {pilot_fraction}")
     local_kwargs = dict(local_kwargs or {})
+    # options of the flow family itself (flow=, num_flows=, hidden=, count_bins=) go to its fit only
+    flow_kwargs = {k: local_kwargs.pop(k) for k in list(local_kwargs) if k not in _FIT_OPTIONS}
+    if flow_kwargs and "flow" not in families:
+        raise ValueError(f"local_kwargs {sorted(flow_kwargs)} are options of the 'flow' family, which is not among "
+                         f"the families fitted ({list(families)})")
     idx = default_idx(x, idx)
     enc = _recognise_family(guide, model, x, idx) if encoder_family == "auto" else encoder_family
     if enc is not None and enc not in FAMILY_NAMES:
@@ -260,7 +268,8 @@ def inference_gap(
         start = guide if init == "guide" else None
         reuse = family == "flow" and ffg_fit is not None and enc != "flow"
         fit = fit_local_guide(model, x, idx, family, init_guide=ffg_fit.guide if reuse else start,
-                              record_steps=record_steps if family == enc else (), progress=progress, **local_kwargs)
+                              record_steps=record_steps if family == enc else (), progress=progress, **local_kwargs,
+                              **(flow_kwargs if family == "flow" else {}))
         if family == "ffg":
             ffg_fit = fit
         elif reuse:  # the flow's cost and convergence include the FFG stage it started from
@@ -297,7 +306,7 @@ def inference_gap(
     estimates.update({f"khat_{name}": k.to(log_p_hat.dtype) for name, k in khats.items()})
     info = {"eval_samples": eval_samples, "init": init, "families": families, "log_p_hat_candidates": list(full),
             "mixture_of": mixable if len(mixable) > 1 else [],
-            "pilot_fraction": pilot_fraction, "local_fit": local_kwargs, "seed": seed,
+            "pilot_fraction": pilot_fraction, "local_fit": {**local_kwargs, **flow_kwargs}, "seed": seed,
             "ais": ais_kwargs if use_ais else None}
     gap = InferenceGap(log_p_hat, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info, converged, chosen)
     if enc is not None:

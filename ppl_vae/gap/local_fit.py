@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 from dataclasses import dataclass, field
 
 import pyro
@@ -129,9 +130,16 @@ def fit_local_guide(
     if family not in LOCAL_GUIDES:
         raise ValueError(f"Unknown per-datapoint family {family!r}; expected one of {sorted(LOCAL_GUIDES)}")
     for name, value in (("max_steps", max_steps), ("num_samples", num_samples), ("window", window),
-                        ("patience", patience)):
-        if value < 1:
-            raise ValueError(f"Expected {name} >= 1, got {value}")
+                        ("patience", patience), ("eval_samples", eval_samples), ("chunk_points", chunk_points)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"Expected {name} >= 1 (an integer), got {value!r}")
+    if family_kwargs and family != "flow":
+        raise ValueError(f"The per-datapoint family {family!r} takes no options; got {sorted(family_kwargs)} (options "
+                         "such as flow=, num_flows=, hidden= belong to family='flow')")
+    for name in ("num_flows", "hidden", "count_bins"):
+        value = family_kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"Expected {name} >= 1 (an integer), got {value!r}")
     if decays < 0 or not 0 < lr_decay <= 1:
         raise ValueError(f"Expected decays >= 0 and 0 < lr_decay <= 1, got decays={decays}, lr_decay={lr_decay}")
     if seed is not None:

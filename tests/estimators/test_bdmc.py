@@ -62,10 +62,44 @@ def test_refusals():
     x = torch.zeros(3, 5)
     with pytest.raises(ValueError, match=r"Expected posterior_u of shape \(3, 2\)"):
         bdmc(model, x, posterior_u=torch.zeros(3, 3), num_steps=2)
-    with pytest.raises(ValueError, match="Expected num_chains >= 1"):
+    with pytest.raises(ValueError, match="Expected num_chains to be an integer >= 1"):
         bdmc(model, x, num_chains=0, num_steps=2)
-    with pytest.raises(ValueError, match="Expected num_steps >= 1"):
+    with pytest.raises(ValueError, match="Expected num_steps to be an integer >= 1"):
         bdmc(model, x, num_steps=0)
     planar = PerDatapointFlow({"z": 2}, 3, flow="planar")
     with pytest.raises(ValueError, match="cannot score latents it did not sample"):
         bdmc(model, x, guide=planar, num_steps=2)
+
+
+def _soft_constrained(x, idx=None):
+    """A model with a second observed site: pyro.factor pulls z towards 4, which a draw from the prior ignores."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+        pyro.factor("soft", pyro.distributions.Normal(4.0, 0.1).log_prob(z))
+        pyro.sample("x", pyro.distributions.Normal(z[..., None] * torch.ones(3), 1.0).to_event(1), obs=x)
+
+
+def test_refuses_to_simulate_a_model_with_other_observed_sites():
+    """Simulating z from the prior would not give posterior samples here (the 'upper bound' fell 137 nats below the
+    exact log p(x) at 10 steps), so the model is refused by the site's name; exact posterior samples can be passed."""
+    with pytest.raises(ValueError, match=r"observed sites other than the data x: \['soft'\]"):
+        bdmc(_soft_constrained, torch.zeros(4, 3), num_steps=5)
+    r = bdmc(_soft_constrained, torch.zeros(4, 3), posterior_u=torch.full((4, 1), 4.0), num_chains=2, num_steps=3)
+    assert r.upper.per_point.shape == (4,)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"step_size": 0.0}, r"Expected step_size to be a finite number > 0, got 0.0"),
+    ({"step_size": float("nan")}, r"Expected step_size to be a finite number > 0, got nan"),
+    ({"target_accept": 1.5}, r"Expected target_accept in \(0, 1\) or None, got 1.5"),
+    ({"max_rows": 0}, r"Expected max_rows to be an integer >= 1, got 0"),
+    ({"num_steps": 2.5}, r"Expected num_steps to be an integer >= 1, got 2.5"),
+    ({"num_chains": 0}, r"Expected num_chains to be an integer >= 1, got 0"),
+])
+def test_refuses_settings_out_of_range(bad, match):
+    from ppl_vae.estimators import ais
+    model = _model()
+    with pytest.raises(ValueError, match=match):
+        bdmc(model, torch.zeros(2, 5), **bad)
+    with pytest.raises(ValueError, match=match):
+        ais(model, torch.zeros(2, 5), **bad)

@@ -243,3 +243,29 @@ def test_a_flow_that_ends_below_its_gaussian_is_sent_back_to_it():
     assert (l_flow > l_ffg - 0.06).all(), (l_flow - l_ffg)
     # and some points were sent back: their flow is the Gaussian exactly
     assert any(torch.equal(flow.guide.loc[i], ffg.guide.loc[i]) for i in range(6))
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"chunk_points": 0}, r"Expected chunk_points >= 1 \(an integer\), got 0"),
+    ({"eval_samples": 0}, r"Expected eval_samples >= 1 \(an integer\), got 0"),
+    ({"max_steps": 2.5}, r"Expected max_steps >= 1 \(an integer\), got 2.5"),
+    ({"family": "flow", "hidden": 0}, r"Expected hidden >= 1 \(an integer\), got 0"),
+    ({"family": "ffg", "num_flows": 2}, r"The per-datapoint family 'ffg' takes no options; got \['num_flows'\]"),
+    ({"family": "mvn", "flow": "planar"}, r"The per-datapoint family 'mvn' takes no options; got \['flow'\]"),
+])
+def test_fit_options_out_of_range_are_refused_by_name(bad, match):
+    model = _model()
+    with pytest.raises(ValueError, match=match):
+        fit_local_guide(model, torch.zeros(2, 5), **{"family": "ffg", **bad})
+
+
+def test_flow_options_go_to_the_flow_family_only():
+    pyro.set_rng_seed(0)
+    model = _model()
+    x = model.marginal().sample((3,)).detach()
+    enc = OptimalFFGEncoder(model)
+    gap = inference_gap(model, enc, x, families=("ffg", "flow"), eval_samples=50, seed=0,
+                        local_kwargs={"max_steps": 20, "flow": "radial", "num_flows": 2})
+    assert set(gap.elbo_local) == {"ffg", "flow"}
+    with pytest.raises(ValueError, match=r"local_kwargs \['flow'\] are options of the 'flow' family, which is not"):
+        inference_gap(model, enc, x, families=("ffg",), eval_samples=50, local_kwargs={"flow": "radial"})
