@@ -16,6 +16,7 @@ point's stream (exact, slower: each point's draw samples the whole batch).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import torch
@@ -25,7 +26,7 @@ from torch import distributions as td
 
 from .traces import DATA_PLATE
 
-__all__ = ["PointStreams", "PerPointSampling", "point_seed", "reparameterize"]
+__all__ = ["PointStreams", "PerPointSampling", "point_seed", "reparameterize", "point_streams", "sampling_from"]
 
 
 def point_seed(seed: int, index: int, purpose: str) -> int:
@@ -82,6 +83,29 @@ class PointStreams:
         """A context in which the global random generator draws from point ``n``'s stream (and its state is written
         back to the stream afterwards)."""
         return _Forked(self.generators[n], self.device)
+
+
+def point_streams(seed: int | None, idx: torch.Tensor, purpose: str, device=None) -> PointStreams | None:
+    """:class:`PointStreams` of the points ``idx`` for ``purpose``, or ``None`` when ``seed`` is ``None`` (the
+    estimators then draw from the global random generator, as Pyro does).
+
+    :param seed: the study's seed or ``None``.
+    :param idx: ``(N,)`` the points' own indices.
+    :param str purpose: what the numbers are for.
+    :param device: the generators' device.
+    :returns: the streams, or ``None``.
+    """
+    return None if seed is None else PointStreams(seed, idx, purpose, device)
+
+
+def sampling_from(streams: PointStreams | None):
+    """A context in which every latent site in the data plate is drawn from ``streams``
+    (:class:`PerPointSampling`), or one that changes nothing when ``streams`` is ``None``.
+
+    :param streams: the points' streams, in the order of the points of the calls made inside, or ``None``.
+    :returns: a context manager.
+    """
+    return contextlib.nullcontext() if streams is None else PerPointSampling(streams)
 
 
 class _Forked:

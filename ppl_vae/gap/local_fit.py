@@ -14,14 +14,15 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-import pyro
 import torch
 from tqdm.auto import tqdm
 
 from ppl_vae.conventions import default_idx, max_plate_nesting
+from ppl_vae.estimators.chunks import samples_last
 from ppl_vae.estimators.log_weights import log_weights, prepare_pair
 from ppl_vae.guides import LOCAL_GUIDES
 from ppl_vae.latent_space import LatentSpace
+from ppl_vae.streams import point_streams, sampling_from
 
 __all__ = ["LocalFit", "fit_local_guide", "latent_moments", "frozen"]
 
@@ -58,15 +59,18 @@ def frozen(*modules):
 
 @torch.no_grad()
 def latent_moments(space: LatentSpace, guide, x: torch.Tensor, idx: torch.Tensor | None = None,
-                   num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                   num_samples: int = 256, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of any guide's ``q(u | x)`` in the model's latent space: ``(loc, scale)``, each
     ``(N, D)``. Exact for guides that expose ``latent_loc_scale(x)`` (the amortized Gaussian), else from
-    ``num_samples`` draws."""
+    ``num_samples`` draws (from per-point streams when ``seed`` is given, :mod:`ppl_vae.streams`)."""
     if hasattr(guide, "latent_loc_scale") and getattr(guide, "space", None) is not None and guide.space.dim == space.dim:
         return guide.latent_loc_scale(x)
     idx = default_idx(x, idx)
-    u, _ = space.sample_guide(guide, x, idx, num_samples, max_plate_nesting(space.model, guide, x[:1], idx[:1]))
-    return u.mean(0), u.std(0).clamp_min(1e-4)
+    nesting = max_plate_nesting(space.model, guide, x[:1], idx[:1])
+    with sampling_from(point_streams(seed, idx, "q*_moments", x.device)):
+        u, _ = space.sample_guide(guide, x, idx, num_samples, nesting)
+    u = samples_last(u)
+    return u.mean(-1), u.std(-1).clamp_min(1e-4)
 
 
 def fit_local_guide(
@@ -93,7 +97,10 @@ def fit_local_guide(
     :param record_steps: steps at which to record each point's ELBO (``eval_samples`` samples); step 0 is the
         initialization (with ``init_guide``: the amortized guide itself).
     :param int eval_samples: samples per point of the recorded ELBOs.
-    :param int seed: seeds Pyro's random streams first (``None``: leave them).
+    :param int seed: draw every point's random numbers (its Monte-Carlo samples, a random initialization of its
+        parameters) from its own streams, seeded from ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`): a
+        point's fit is then the same whatever other points share the call or the chunk (``None``: the global random
+        generator, and a point's fit depends on its neighbours).
     :param bool vectorized: all points of a chunk in one batch (``True``) or one point at a time (the slow
         reference, for tests and benchmarks).
     :param int chunk_points: points optimized together.
@@ -107,8 +114,6 @@ def fit_local_guide(
         raise TypeError("fit_local_guide(model, x, idx=None, family='ffg', ...): pass the family by keyword")
     if family not in LOCAL_GUIDES:
         raise ValueError(f"Unknown per-datapoint family {family!r}; expected one of {sorted(LOCAL_GUIDES)}")
-    if seed is not None:
-        pyro.set_rng_seed(seed)
     idx = default_idx(x, idx)
     n = x.shape[0]
     space = LatentSpace(model, x, idx)
@@ -123,17 +128,39 @@ def fit_local_guide(
     with frozen(model, init_guide):
         for a, b in bounds:
             fits.append(_fit_chunk(model, space, x[a:b], idx[a:b], family, init_guide, max_steps, lr, num_samples,
-                                   window, patience, record, eval_samples, family_kwargs))
+                                   window, patience, record, eval_samples, family_kwargs, seed))
             bar.update(1)
     bar.close()
     return fits[0] if len(fits) == 1 else _merge(fits, space, family, idx, family_kwargs, record)
 
 
+def _build(family, space, idx, loc, scale, family_kwargs, seed, device):
+    """The per-datapoint guide of ``family`` for the points ``idx``; with a ``seed``, a family whose construction
+    draws random numbers (a flow's initial tables) is built point by point from each point's stream and its rows
+    stacked (every parameter of a per-datapoint family is a table with one row per point)."""
+    before = torch.random.get_rng_state()
+    guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(device)
+    if seed is None or torch.equal(before, torch.random.get_rng_state()):
+        return guide
+    streams = point_streams(seed, idx, f"q*_{family}_init")
+    rows = []
+    for k in range(len(idx)):
+        with streams.fork(k):
+            rows.append(LOCAL_GUIDES[family](space, idx[k:k + 1], None if loc is None else loc[k:k + 1],
+                                             None if scale is None else scale[k:k + 1], **family_kwargs))
+    with torch.no_grad():
+        for name, p in guide.named_parameters():
+            p.copy_(torch.cat([dict(r.named_parameters())[name] for r in rows], 0))
+    return guide
+
+
 def _fit_chunk(model, space, x, idx, family, init_guide, max_steps, lr, num_samples, window, patience, record,
-               eval_samples, family_kwargs) -> LocalFit:
+               eval_samples, family_kwargs, seed=None) -> LocalFit:
     n = x.shape[0]
-    loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx)
-    guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(x.device)
+    loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx, seed=seed)
+    guide = _build(family, space, idx, loc, scale, family_kwargs, seed, x.device)
+    fit_streams = point_streams(seed, idx, f"q*_{family}", x.device)
+    curve_streams = point_streams(seed, idx, f"q*_{family}_curve", x.device)
     params = list(guide.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
@@ -145,19 +172,20 @@ def _fit_chunk(model, space, x, idx, family, init_guide, max_steps, lr, num_samp
     curve = {}
 
     def evaluate():
-        with torch.no_grad():
-            return log_weights(model, guide, x, idx, eval_samples, nesting=nesting).mean(0)
+        with torch.no_grad(), sampling_from(curve_streams):
+            return samples_last(log_weights(model, guide, x, idx, eval_samples, nesting=nesting)).mean(-1)
 
     if 0 in record:
         if init_guide is not None:  # step 0 is the amortized guide itself
-            with torch.no_grad():
-                curve[0] = log_weights(model, init_guide, x, idx, eval_samples).mean(0)
+            with torch.no_grad(), sampling_from(curve_streams):
+                curve[0] = samples_last(log_weights(model, init_guide, x, idx, eval_samples)).mean(-1)
         else:
             curve[0] = evaluate()
     step = 0
     while step < max_steps and bool(active.any()):
         step += 1
-        loss_per_point = -log_weights(model, guide, x, idx, num_samples, nesting=nesting).mean(0)
+        with sampling_from(fit_streams):
+            loss_per_point = -samples_last(log_weights(model, guide, x, idx, num_samples, nesting=nesting)).mean(-1)
         optimizer.zero_grad(set_to_none=True)
         loss_per_point.sum().backward()
         keep = None if active.all() else [p.detach().clone() for p in params]

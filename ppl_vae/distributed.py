@@ -1,0 +1,121 @@
+"""Several processes, one job: the process group that ``torchrun`` sets up, as PyTorch documents it.
+
+``torchrun --nproc_per_node=P -m ppl_vae.cli <command> ...`` starts ``P`` copies of the command with the
+environment variables ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``
+(:mod:`torch.distributed.run`); :func:`process_group` joins them into a :mod:`torch.distributed` process group —
+``gloo`` on CPUs, ``nccl`` with one GPU per process (``cuda:LOCAL_RANK``) — and says which share of the work is
+this process's. Without ``torchrun`` it is a group of one process and changes nothing.
+
+The gap and evaluate jobs split the points over the ranks and gather the results on rank 0
+(:func:`gather_to_first`), which writes the report; data-parallel training is in
+:mod:`ppl_vae.training.distributed`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["ProcessGroup", "process_group", "launched_by_torchrun", "gather_to_first"]
+
+logger = logging.getLogger(__name__)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (or another launcher that sets ``RANK`` and
+    ``WORLD_SIZE``)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among the processes of one job.
+
+    :ivar int rank: ``0 .. world_size - 1``; rank 0 writes the job's files.
+    :ivar int world_size: the number of processes.
+    :ivar int local_rank: the rank among the processes of this machine (the GPU it uses).
+    :ivar str device: the device this process computes on (``cuda:LOCAL_RANK`` for ``--device cuda``).
+    :ivar objects: the ``gloo`` group that carries Python objects between the processes (``None`` for one process).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    objects: object = None
+
+    @property
+    def is_first(self) -> bool:
+        """Whether this is rank 0, the process that writes."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there are several processes."""
+        return self.world_size > 1
+
+
+def _int_env(name: str) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"Expected the environment variable {name} (set by torchrun) to be an integer, got "
+                         f"{value!r}") from None
+
+
+@contextlib.contextmanager
+def process_group(device: str = "cpu") -> Iterator[ProcessGroup]:
+    """Join the processes ``torchrun`` started (nothing to join without it) and leave the group on exit.
+
+    :param str device: the job's ``--device``: ``cpu`` (backend ``gloo``) or ``cuda`` (backend ``nccl``, process
+        ``LOCAL_RANK`` on ``cuda:LOCAL_RANK``); under ``torchrun`` a numbered ``cuda:N`` is refused (each process
+        takes the GPU of its local rank).
+    :returns: a context manager yielding the :class:`ProcessGroup`.
+    :raises ValueError: for ``cuda:N`` or ``mps`` under several processes, or a ``cuda`` device this machine lacks.
+    """
+    if not launched_by_torchrun():
+        yield ProcessGroup(device=device)
+        return
+    rank, world, local = _int_env("RANK"), _int_env("WORLD_SIZE"), _int_env("LOCAL_RANK")
+    if world == 1:
+        yield ProcessGroup(0, 1, local, device)
+        return
+    if device.startswith("cuda:") or device == "mps":
+        raise ValueError(f"Expected --device cpu or cuda under torchrun (each process uses cuda:LOCAL_RANK), got "
+                         f"--device {device}")
+    if device == "cuda":
+        if not torch.cuda.is_available() or local >= torch.cuda.device_count():
+            raise ValueError(f"--device cuda under torchrun needs a GPU per process: local rank {local} on a machine "
+                             f"with {torch.cuda.device_count() if torch.cuda.is_available() else 0} CUDA device(s)")
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        objects = dist.new_group(backend="gloo") if device.startswith("cuda") else dist.group.WORLD
+        logger.debug("rank %d of %d on %s", rank, world, device)
+        yield ProcessGroup(rank, world, local, device, objects)
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_to_first(group: ProcessGroup, obj) -> list | None:
+    """Every process's ``obj`` on rank 0, in rank order (``None`` on the other ranks); every rank must call it.
+
+    :param group: the :class:`ProcessGroup`.
+    :param obj: a picklable object (keep tensors on the CPU).
+    :returns: ``[obj of rank 0, obj of rank 1, ...]`` on rank 0, else ``None``.
+    """
+    if not group.distributed:
+        return [obj]
+    out = [None] * group.world_size if group.is_first else None
+    dist.gather_object(obj, out, dst=0, group=group.objects)
+    return out
