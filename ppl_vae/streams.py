@@ -22,6 +22,7 @@ import hashlib
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
 from torch import distributions as td
 
 from .traces import DATA_PLATE
@@ -174,9 +175,9 @@ def _point_distribution(fn, position: int, k: int):
     try:
         full = inner.expand(fn.batch_shape + fn.event_shape[: len(fn.event_shape) - len(inner.event_shape)])
         names = [name for name in full.arg_constraints if name in full.__dict__]
-        if "probs" in names and "logits" in names:  # both cached: the constructor takes one
-            names.remove("probs")
         names = names or list(full.arg_constraints)  # parameters that are properties (Beta's concentrations)
+        if "probs" in names and "logits" in names:  # both known: the constructor takes one
+            names.remove("probs")
         params = {name: getattr(full, name).select(position, k) for name in names}
         one = type(full)(**params, validate_args=False)
     except (NotImplementedError, TypeError, ValueError, AttributeError, IndexError, RuntimeError):
@@ -201,8 +202,8 @@ class PerPointSampling(Messenger):
         self.streams = streams
 
     def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or msg["done"] or msg["value"] is not None:
-            return
+        if msg["is_observed"] or msg["done"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
+            return  # (a plate's subsample indices are not a latent)
         frames = [f for f in msg["cond_indep_stack"] if f.name == DATA_PLATE]
         if not frames:
             return
