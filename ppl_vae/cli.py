@@ -224,8 +224,11 @@ def _on_ranks(args, job):
 
 
 def _evaluate(args) -> int:
-    from ppl_vae.jobs import Evaluation, evaluate_run, merge_evaluations
+    from ppl_vae.jobs import Evaluation, check_output_file, evaluate_run, merge_evaluations
     from ppl_vae.jobs.inputs import range_suffix
+
+    if args.out:
+        check_output_file(args.out, "--out")
 
     def job(device, shard, progress):
         result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
@@ -241,7 +244,7 @@ def _evaluate(args) -> int:
     result = parts[0] if len(parts) == 1 else merge_evaluations(parts)
     out = Path(args.out) if args.out else Path(args.run) / f"evaluation_{args.split}.json"
     if args.points is not None or args.shard is not None:  # a shard's file is named by its points
-        out = out.with_name(out.stem + range_suffix(*result.meta["points"]) + out.suffix)
+        out = check_output_file(out.with_name(out.stem + range_suffix(*result.meta["points"]) + out.suffix), "--out")
     result.save(out)
     print(result.table())
     return 0

@@ -29,6 +29,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 
 from ppl_vae.conventions import DATA_PLATE, default_idx
+from ppl_vae.data.errors import check_finite
 from ppl_vae.estimators.log_weights import prepare_pair, traced_pair
 from ppl_vae.estimators.psis import pareto_khat
 from ppl_vae.estimators.selection import select_by_pilot
@@ -92,10 +93,12 @@ def nuts_draws(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_chai
     :param int max_tree_depth: NUTS's maximum tree depth (at most ``2**depth`` leapfrog steps per draw).
     :returns: the :class:`Draws` (``log_q`` is ``None``) and the ``MCMC`` objects, one per chain.
     :raises ValueError: for discrete latent sites that are not enumerated (naming the site).
+    :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
     """
     if num_chains < 1 or num_draws < 1 or warmup < 0:
         raise ValueError(f"Expected num_chains >= 1, num_draws >= 1 and warmup >= 0, got {num_chains}, {num_draws}, "
                          f"{warmup}")
+    check_finite(x)
     idx = default_idx(x, idx)
     space = LatentSpace(model, x, idx)
     space.require_continuous("NUTS")
@@ -173,6 +176,21 @@ def to_inference_data(draws: dict[str, Draws], x: torch.Tensor, idx: torch.Tenso
                         coords=coords, dims=dims, attrs=attrs)
 
 
+def _worst_r_hat(draws, r_hat) -> float:
+    """The largest R-hat over the coordinates that vary: a coordinate equal in every draw of every chain (the fixed
+    entries of a Cholesky factor, a simplex's last coordinate given the others' sum) has no R-hat and is skipped; any
+    other undefined R-hat (a chain that never moved) counts as infinite. ``-inf`` if no coordinate varies."""
+    worst = -math.inf
+    for name, values in r_hat.data_vars.items():
+        x = draws[name].values  # (chain, draw, ...)
+        constant = (x.max(axis=(0, 1)) == x.min(axis=(0, 1)))
+        v = np.where(np.isnan(values.values), np.inf, values.values)
+        v = v[~constant]
+        if v.size:
+            worst = max(worst, float(v.max()))
+    return worst
+
+
 def diagnostics(idata: az.InferenceData) -> list[dict]:
     """One row per (data point, sampler): ELBO = mean of log p(x,z) - log q(z), Pareto k̂ of those weights, the IWAE
     estimate from them; log p̂(x), the IWAE of the sampler chosen on the first half of every sampler's draws (highest
@@ -204,8 +222,7 @@ def diagnostics(idata: az.InferenceData) -> list[dict]:
             sub = idata.posterior[nuts_vars].sel(datapoint=point)
             with np.errstate(divide="ignore", invalid="ignore"):  # a chain that never moved: R-hat is infinite
                 r_hat, ess = az.rhat(sub), az.ess(sub)
-            nuts = {"r_hat_max": float(max(np.nanmax(np.where(np.isnan(v.values), np.inf, v.values))
-                                           for v in r_hat.data_vars.values())),
+            nuts = {"r_hat_max": _worst_r_hat(sub, r_hat),
                     "ess_bulk_min": float(min(np.nanmin(v.values) for v in ess.data_vars.values()))}
         for sampler in samplers:
             row = {"datapoint": int(point), "sampler": sampler}

@@ -141,6 +141,10 @@ CLI_CASES = [
     ("evaluate --split foo", ["evaluate", "{run}", "--split", "foo"], USAGE, r"argument --split: invalid choice: 'foo'"),
     ("evaluate --out names a directory", ["evaluate", "{run}", "--out", "{root}"], USAGE, r"argument --out: .* is a directory, expected a file"),
     ("evaluate --out under a file", ["evaluate", "{run}", "--out", "{file}/e.json"], USAGE, r"lies under '.*file.txt', which is a file"),
+    ("evaluate --out names the run's checkpoint", ["evaluate", "{run}", "--out", "{run}/checkpoint.pt"], USAGE,
+     r"Expected --out '.*checkpoint.pt' to be a new file, but it is the run's own checkpoint.pt"),
+    ("evaluate --out names the run's configuration", ["evaluate", "{run}", "--out", "{run}/config.json"], USAGE,
+     r"it is the run's own config.json"),
     ("evaluate a per-datapoint guide on test points", ["evaluate", "{ffg}"], USAGE, r"is per-datapoint .* evaluate split 'train'"),
     ("evaluate: the run's data changed size", ["evaluate", "{swapped}"], RUNTIME,
      r"Expected test images of 784 pixels \(what the run's model was trained on\), got 1024"),
@@ -213,7 +217,7 @@ def test_every_case_is_in_the_readme():
 
 def _api_cases(world):
     from ppl_vae.estimators import elbo, iwae_bound
-    from ppl_vae.jobs import evaluate, evaluate_run, gap_over_training, gap_run, log_p_hat, plot_run, posterior_run
+    from ppl_vae.jobs import evaluate, evaluate_run, gap_over_training, gap_run, log_p_hat, plot_run, posterior_run, write_json
     from ppl_vae.training import Trainer
 
     run = load_run(world["run"])
@@ -236,6 +240,8 @@ def _api_cases(world):
         ("guide sites not the model's (Trainer.step)", lambda: Trainer(model, foreign_guide, pyro.infer.Trace_ELBO()).step(x),
          ValueError, r"Guide sites do not match the model's latent sites: model has \['z'\], guide samples \['w'\]"),
         ("guide sites not the model's (elbo)", lambda: elbo(model, foreign_guide, x), ValueError, r"Guide sites do not match"),
+        ("a report over the run's history (write_json)", lambda: write_json(f"{world['run']}/history.json", {}), ValueError,
+         r"it is the run's own history.json"),
         ("NaN pixels (elbo)", lambda: elbo(model, guide, nan), DataError, r"NaN or infinite (pixels|values) \(first bad rows: \[1\]\)"),
         ("images of another size (evaluate)", lambda: evaluate(model, guide, torch.rand(4, 1024)), DataError,
          r"Expected x with 784 pixels per image, got shape \(4, 1024\)"),
@@ -306,3 +312,23 @@ def test_python_api(world):
     assert failures == []
     assert len(cases) >= 40
     assert tree(world["root"]) == before
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_paths_that_score_without_validation_refuse_non_finite_data(bad):
+    """AIS, prior Monte Carlo and NUTS switch Pyro's validation off inside their potentials: they check x first
+    (a NaN used to come back as AIS's log p̂, an inf as prior MC's -inf)."""
+    from ppl_vae.estimators import ais, prior_mc
+    from ppl_vae.posterior import nuts_draws
+
+    def model(x, idx=None):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+            pyro.sample("x", pyro.distributions.Normal(z, 1.0).expand([x.shape[0]]), obs=x[:, 0])
+
+    x = torch.zeros(3, 1)
+    x[1, 0] = bad
+    for call in (lambda: ais(model, x, num_steps=2, num_chains=2), lambda: prior_mc(model, x, num_samples=4),
+                 lambda: nuts_draws(model, x, num_chains=1, num_draws=2, warmup=2)):
+        with pytest.raises(DataError, match=r"x contains NaN or infinite values \(first bad rows: \[1\]\)"):
+            call()

@@ -85,3 +85,24 @@ def test_khat_small_for_exact_guide_large_for_bad_guide(setup):
         assert by[(point, "exact")]["log_p_hat"] == pytest.approx(exact[n].item(), abs=1e-6)
         assert by[(point, "exact")]["gap"] == pytest.approx(0.0, abs=1e-6)
         assert by[(point, "bad")]["gap"] > 1.0
+
+
+def test_worst_r_hat_skips_coordinates_fixed_in_every_draw_and_flags_stuck_chains():
+    """An LKJ Cholesky factor has entries equal in every draw (no R-hat): they are skipped, not reported as an
+    infinite R-hat; chains stuck at different values still count as infinite."""
+    import arviz as az
+    import numpy as np
+
+    from ppl_vae.posterior import _worst_r_hat
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 200, 3))
+    z[..., 0] = 1.0  # a fixed entry
+    draws = az.convert_to_dataset({"L_nuts": z})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        worst = _worst_r_hat(draws, az.rhat(draws))
+    assert 0.99 < worst < 1.05
+    z[..., 1] = np.arange(4)[:, None]  # each chain stuck at its own value
+    draws = az.convert_to_dataset({"L_nuts": z})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert _worst_r_hat(draws, az.rhat(draws)) > 1e6  # ArviZ: huge or infinite

@@ -1,5 +1,5 @@
 """Real image datasets (IDX files), the embedded Fashion-MNIST subset, binarization and loaders."""
-from .errors import DataError
+from .errors import DataError, check_finite
 from .idx import read_idx, write_idx
 from .sources import DATASETS, RawDataset, find_dataset, load_raw
 from .splits import BINARIZATIONS, ImageSet, Splits, check_images, load_splits, make_loader
@@ -8,6 +8,7 @@ __all__ = [
     "BINARIZATIONS",
     "DATASETS",
     "DataError",
+    "check_finite",
     "ImageSet",
     "RawDataset",
     "Splits",

@@ -29,6 +29,7 @@ from pyro.ops.integrator import potential_grad, velocity_verlet
 from tqdm.auto import tqdm
 
 from ppl_vae.conventions import default_idx
+from ppl_vae.data.errors import check_finite
 from ppl_vae.latent_space import LatentSpace
 from ppl_vae.streams import PointStreams, point_streams, sampling_from
 
@@ -89,6 +90,7 @@ def ais(
     :param str purpose: names the streams.
     :returns: :class:`Estimate` (``per_point (N,)`` nats); ``info`` has the settings, each point's acceptance rate
         (``accept_rate_per_point``, ``(N,)`` float64) and their mean (``accept_rate``).
+    :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
     :raises ValueError: for discrete latent sites that are not enumerated, or a guide that cannot score foreign points.
 
     Cost: ``num_steps * (leapfrog_steps + 1)`` gradient evaluations of the model per chain.
@@ -96,6 +98,7 @@ def ais(
     if num_chains < 1 or leapfrog_steps < 1:
         raise ValueError(f"Expected num_chains >= 1 and leapfrog_steps >= 1, got {num_chains}, {leapfrog_steps}")
     betas = annealing_schedule(num_steps, schedule).tolist()
+    check_finite(x)
     idx = default_idx(x, idx)
     space = LatentSpace(model, x, idx)
     space.require_continuous("AIS")

@@ -13,6 +13,7 @@ import math
 import torch
 
 from ppl_vae.conventions import default_idx, latent_sites, max_plate_nesting
+from ppl_vae.data.errors import check_finite
 from ppl_vae.streams import point_streams, sampling_from
 from ppl_vae.traces import point_log_density, sample_sites, trace_particles
 
@@ -34,10 +35,12 @@ def prior_mc(model, x: torch.Tensor, idx: torch.Tensor | None = None, num_sample
         ``None``: the global random generator.
     :param str purpose: names the streams.
     :returns: :class:`Estimate` with ``per_point (N,)``.
+    :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
     :raises ValueError: if ``num_samples < 1``.
     """
     if num_samples < 1:
         raise ValueError(f"Expected num_samples >= 1, got {num_samples}")
+    check_finite(x)
     idx = default_idx(x, idx)
     latent_sites(model, x[:2], idx[:2])  # the conventions, checked once
     nesting = max_plate_nesting(model, None, x[:1], idx[:1])

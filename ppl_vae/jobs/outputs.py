@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ppl_vae.runs.checkpoint import atomic_write_bytes
+from ppl_vae.runs.directory import CHECKPOINT, MARKER, is_run_directory
 
 __all__ = ["check_output_dir", "check_output_file", "json_bytes", "json_safe", "staged_directory", "write_json"]
 
@@ -49,13 +50,28 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
     :param path: the file.
     :param str what: how to call it in the message.
     :returns: ``path`` as a :class:`~pathlib.Path`.
-    :raises ValueError: if ``path`` is a directory or one of its parents a file.
+    :raises ValueError: if ``path`` is a directory, one of its parents a file, or a file of a run (its checkpoint,
+        marker, configuration, history or kept checkpoints).
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"Expected {what} {str(path)!r} to be a file, but it is a directory")
     _check_ancestors(path, what)
+    _refuse_run_files(path, what)
     return path
+
+
+RUN_FILES = (CHECKPOINT, MARKER, "config.json", "history.json")  # what a run directory holds of its own
+
+
+def _refuse_run_files(path: Path, what: str) -> None:
+    """A report never replaces a file of a run: its checkpoint, marker, configuration, history or kept
+    checkpoints."""
+    parent = path.parent
+    if (is_run_directory(parent) and path.name in RUN_FILES) or (
+            parent.name == "checkpoints" and is_run_directory(parent.parent)):
+        raise ValueError(f"Expected {what} {str(path)!r} to be a new file, but it is the run's own "
+                         f"{path.name} (in {parent}): choose another path")
 
 
 def json_safe(obj):
@@ -89,9 +105,10 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     :param path: the file.
     :param obj: a JSON-serializable object.
     :returns: ``path``.
+    :raises ValueError: if ``path`` is a directory, or a file of a run (its checkpoint, configuration, history).
     :raises OSError: if the file cannot be written (it is then left as it was).
     """
-    path = Path(path)
+    path = check_output_file(path)
     atomic_write_bytes(path, json_bytes(obj))
     logger.info("wrote %s", path)
     return path

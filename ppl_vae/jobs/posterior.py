@@ -57,7 +57,9 @@ def diagnostics_markdown(rows: list[dict]) -> str:
         cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in DIAGNOSTICS_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     note = ("Per data point and sampler: ELBO and IWAE from the draws, Pareto k̂ of the weights p(x,z)/q(z|x) "
-            "(reliable below min(1 − 1/log10 S, 0.7) for S draws), log p̂(x) = best IWAE with a reliable k̂, "
+            "(reliable below min(1 − 1/log10 S, 0.7) for S draws), log p̂(x) = the IWAE, on the second half of "
+            "its draws, of the sampler with the highest mean IWAE on the first half (one choice for all points: a "
+            "stochastic lower bound, never a per-point maximum), "
             "gap = log p̂(x) − ELBO (≈ KL(q || p(z|x))), worst R-hat and ESS of NUTS over the point's latent "
             "dimensions.")
     return note + "\n\n" + "\n".join(lines) + "\n"

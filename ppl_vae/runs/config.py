@@ -73,16 +73,22 @@ class TrainConfig:
                 raise ValueError(f"Expected {name} >= 1, got {getattr(self, name)}")
         for name in ("beta", "free_bits", "gamma"):
             value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"Expected {name} finite and >= 0, got {value}")
+            if not math.isfinite(value):
+                raise ValueError(f"Expected {name} to be finite, got {value}")
+            if value < 0:
+                raise ValueError(f"Expected {name} >= 0, got {value}")
         if min(self.warmup_steps, self.cycle_steps) < 0:
             raise ValueError(f"Expected warmup_steps and cycle_steps >= 0, got {self.warmup_steps} and {self.cycle_steps}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"Expected seed in [0, 2**32), got {self.seed}")
         if self.keep_every < 0:
             raise ValueError(f"Expected keep_every >= 0, got {self.keep_every}")
-        if self.epochs < 0 or not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"Expected epochs >= 0 and a finite lr > 0, got epochs={self.epochs}, lr={self.lr}")
+        if self.epochs < 0:
+            raise ValueError(f"Expected epochs >= 0, got {self.epochs}")
+        if not math.isfinite(self.lr):
+            raise ValueError(f"Expected lr to be finite, got {self.lr}")
+        if self.lr <= 0:
+            raise ValueError(f"Expected lr > 0, got {self.lr}")
         object.__setattr__(self, "hidden", tuple(self.hidden))
         problem = self.combination_problem()
         if problem:

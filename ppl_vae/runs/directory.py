@@ -50,6 +50,7 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike, resume: bool):
         self.path, self.resume = Path(run_dir), resume
         self._fd: int | None = None
+        self._created: list[Path] = []  # what __enter__ created, removed again if no checkpoint gets written
 
     def _check(self) -> None:
         path = self.path
@@ -69,7 +70,10 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self._check()
+        self._created = [p for p in (*reversed(self.path.parents), self.path) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / MARKER).exists():
+            self._created.append(self.path / MARKER)
         fd = os.open(self.path / MARKER, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
             try:
@@ -93,12 +97,28 @@ class RunLock:
             raise
         return self
 
+    def _remove_what_we_created(self) -> None:
+        """A training that failed before writing anything leaves nothing behind: the marker and the directories it
+        created go (only if empty; nothing else is ever removed). Once it has written a file, the marker stays, so
+        the directory remains recognizably ours and a new training can start there."""
+        if (self.path / CHECKPOINT).exists() or not self.path.is_dir():
+            return
+        if any(p.name != MARKER for p in self.path.iterdir()):
+            return  # files of this training (its config, an interrupted write): the marker keeps the directory ours
+        for path in reversed(self._created):
+            try:
+                path.unlink() if path.name == MARKER else path.rmdir()
+            except OSError:
+                return  # not empty (someone else's files): keep it and everything above it
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._remove_what_we_created()
         self.release()
 
 

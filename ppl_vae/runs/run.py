@@ -190,6 +190,7 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     :raises TrainingInterrupted: on Ctrl-C, saying which checkpoint is kept and how to resume.
     """
     run_dir = Path(run_dir)
+    resolve_device(config.device)  # before anything is written
     with RunLock(run_dir, resume):
         try:
             return _train(config, run_dir, resume, progress)

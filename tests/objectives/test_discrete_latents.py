@@ -17,13 +17,7 @@ from ppl_vae.training import Trainer
 MU = torch.tensor([-1.5, 1.5])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP contention on a shared machine (10x faster steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MixturePair(nn.Module):

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from ppl_vae.data import DataError
 from ppl_vae.runs import RunDirectoryError, TrainConfig, load_checkpoint, train_run
 from ppl_vae.runs import run as run_module
 from ppl_vae.runs.directory import MARKER, RunLock
@@ -13,12 +14,7 @@ from ppl_vae.runs.directory import MARKER, RunLock
 SMALL = dict(z_dim=3, hidden=(16,), batch_size=250, valid_size=3500)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_directory_of_other_files_is_refused_and_untouched(tmp_path, float32):
@@ -80,7 +76,7 @@ def test_history_json_never_lags_the_checkpoint(tmp_path, float32, monkeypatch):
         original(path, data)
 
     monkeypatch.setattr(run_module, "atomic_write_bytes", killed_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt, match=r"the checkpoint of epoch 1 is kept.*--resume --epochs 3"):
+    with pytest.raises(KeyboardInterrupt, match=r"the checkpoint of epoch 1 is kept.*--epochs 3 --resume"):
         train_run(config, run, progress=False)
     monkeypatch.setattr(run_module, "atomic_write_bytes", original)
     history = json.loads((run / "history.json").read_text())
@@ -98,3 +94,20 @@ def test_history_json_matches_the_checkpoint(tmp_path, float32):
     train_run(TrainConfig(epochs=2, **SMALL), tmp_path / "r", progress=False)
     on_disk = json.loads((tmp_path / "r" / "history.json").read_text())
     assert on_disk == json.loads(json.dumps(load_checkpoint(tmp_path / "r" / "checkpoint.pt")["history"]))
+
+
+def test_a_training_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, float32):
+    """The directories and the marker it created go again; what existed before stays as it was."""
+    bad = TrainConfig(epochs=1, dataset="mnist", data_dir=str(tmp_path / "no-such-data"), **SMALL)
+    with pytest.raises((DataError, OSError), match="no-such-data"):
+        train_run(bad, tmp_path / "a" / "b" / "run", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((DataError, OSError), match="no-such-data"):
+        train_run(bad, tmp_path / "empty", progress=False)
+    assert (tmp_path / "empty").is_dir() and list((tmp_path / "empty").iterdir()) == []
+    with RunLock(tmp_path / "kept", resume=False):
+        (tmp_path / "kept" / "notes.txt").write_text("written meanwhile")
+    with pytest.raises(RuntimeError), RunLock(tmp_path / "kept", resume=False):
+        raise RuntimeError("fails")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [MARKER, "notes.txt"]  # as it was before
