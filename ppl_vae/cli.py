@@ -189,7 +189,8 @@ def _train(args) -> int:
         given["hidden"] = tuple(given["hidden"])
     config = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"run saved in {run.path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the run
+        print(f"run saved in {run.path}")
     return 0
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["ProcessGroup", "process_group", "launched_by_torchrun", "gather_to_first"]
+__all__ = ["ProcessGroup", "process_group", "launched_by_torchrun", "gather_to_first", "all_gather", "agree",
+           "broadcast_from_first", "on_first"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +121,81 @@ def gather_to_first(group: ProcessGroup, obj) -> list | None:
     out = [None] * group.world_size if group.is_first else None
     dist.gather_object(obj, out, dst=0, group=group.objects)
     return out
+
+
+def all_gather(group: ProcessGroup, obj) -> list:
+    """Every process's ``obj`` on every process, in rank order; every rank must call it.
+
+    :param group: the :class:`ProcessGroup`.
+    :param obj: a picklable object (keep tensors on the CPU).
+    :returns: ``[obj of rank 0, obj of rank 1, ...]``.
+    """
+    if not group.distributed:
+        return [obj]
+    out = [None] * group.world_size
+    dist.all_gather_object(out, obj, group=group.objects)
+    return out
+
+
+def broadcast_from_first(group: ProcessGroup, obj=None):
+    """Rank 0's ``obj`` on every process (the others' ``obj`` is ignored); every rank must call it.
+
+    :param group: the :class:`ProcessGroup`.
+    :param obj: a picklable object on rank 0.
+    :returns: rank 0's ``obj``.
+    """
+    if not group.distributed:
+        return obj
+    box = [obj if group.is_first else None]
+    dist.broadcast_object_list(box, src=0, group=group.objects)
+    return box[0]
+
+
+def agree(group: ProcessGroup, error: BaseException | None) -> None:
+    """Stop every process if one failed: every rank calls it with the exception it caught (or ``None``), and every
+    rank raises the lowest failing rank's exception (its own, if it failed itself), so no process waits for ever
+    for one that has stopped.
+
+    :param group: the :class:`ProcessGroup`.
+    :param error: this process's exception, or ``None``.
+    :raises Exception: the failing rank's exception, on every rank, if any rank failed.
+    """
+    errors = all_gather(group, _picklable(error)) if group.distributed else [error]
+    if error is not None:
+        raise error
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise failed[0]
+
+
+def on_first(group: ProcessGroup, work) -> None:
+    """``work()`` on rank 0 (the process that writes) while the others wait; its exception, if any, is raised on
+    every process.
+
+    :param group: the :class:`ProcessGroup`.
+    :param work: a function of no arguments.
+    :raises Exception: what ``work`` raised on rank 0, on every rank.
+    """
+    failure = None
+    if group.is_first:
+        try:
+            work()
+        except Exception as e:
+            failure = e
+    if group.distributed:
+        shared = broadcast_from_first(group, _picklable(failure))
+        failure = failure if group.is_first else shared
+    if failure is not None:
+        raise failure
+
+
+def _picklable(error: BaseException | None) -> BaseException | None:
+    """``error`` if it survives pickling (to travel to the other processes), else a ``RuntimeError`` with its
+    message."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
