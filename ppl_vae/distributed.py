@@ -105,6 +105,7 @@ def process_group(device: str = "cpu") -> Iterator[ProcessGroup]:
         objects = dist.new_group(backend="gloo") if device.startswith("cuda") else dist.group.WORLD
         logger.debug("rank %d of %d on %s", rank, world, device)
         yield ProcessGroup(rank, world, local, device, objects)
+        dist.barrier(group=objects)  # every process done with its collectives before any leaves (not after an error)
     finally:
         dist.destroy_process_group()
 
