@@ -13,6 +13,7 @@ The gap and evaluate jobs split the points over the ranks and gather the results
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -101,13 +102,19 @@ def process_group(device: str = "cpu") -> Iterator[ProcessGroup]:
     else:
         backend = "gloo"
     dist.init_process_group(backend=backend)
+    group = None
     try:
         objects = dist.new_group(backend="gloo") if device.startswith("cuda") else dist.group.WORLD
         logger.debug("rank %d of %d on %s", rank, world, device)
-        yield ProcessGroup(rank, world, local, device, objects)
+        group = ProcessGroup(rank, world, local, device, objects)
+        yield group
         dist.barrier(group=objects)  # every process done with its collectives before any leaves (not after an error)
     finally:
         dist.destroy_process_group()
+        if group is not None:  # no reference keeps gloo's threads alive until the interpreter shuts down
+            object.__setattr__(group, "objects", None)
+        objects = None
+        gc.collect()
 
 
 def gather_to_first(group: ProcessGroup, obj) -> list | None:
@@ -162,11 +169,7 @@ def agree(group: ProcessGroup, error: BaseException | None) -> None:
     :raises Exception: the failing rank's exception, on every rank, if any rank failed.
     """
     errors = all_gather(group, _picklable(error)) if group.distributed else [error]
-    if error is not None:
-        raise error
-    failed = [e for e in errors if e is not None]
-    if failed:
-        raise failed[0]
+    _raise_any(error, *errors)
 
 
 def on_first(group: ProcessGroup, work) -> None:
@@ -186,8 +189,14 @@ def on_first(group: ProcessGroup, work) -> None:
     if group.distributed:
         shared = broadcast_from_first(group, _picklable(failure))
         failure = failure if group.is_first else shared
-    if failure is not None:
-        raise failure
+    _raise_any(failure)
+
+
+def _raise_any(*errors: BaseException | None) -> None:
+    """Raise the first of ``errors`` that is not ``None`` (this process's own first: it has its traceback)."""
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _picklable(error: BaseException | None) -> BaseException | None:
