@@ -1,4 +1,4 @@
-"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``posterior``, ``plot``.
+"""The ``ppl-vae`` command: ``train``, ``evaluate``, ``gap``, ``merge-shards``, ``posterior``, ``plot``.
 
 Examples:
 
@@ -6,8 +6,11 @@ Examples:
 
     ppl-vae train --out runs/vae --epochs 20 --elbo meanfield
     ppl-vae evaluate runs/vae --iwae 5000
-    ppl-vae evaluate runs/vae --n 100 --ais --bdmc
-    ppl-vae gap runs/vae --split test --n 1000
+    ppl-vae evaluate runs/vae --num-points 100 --ais --bdmc
+    ppl-vae gap runs/vae --split test --num-points 1000
+    ppl-vae gap runs/vae --num-points 1000 --shard 0/4        # one of 4 shards: gap_test_points_0-250.*
+    ppl-vae merge-shards runs/vae/gap/gap_test_points_*.json  # the report of all 1,000 points
+    torchrun --nproc_per_node=2 -m ppl_vae.cli gap runs/vae --num-points 1000
     ppl-vae posterior runs/vae --points 0 1 2 3 --guides amortized ffg flow nuts
     ppl-vae plot runs/vae
 
@@ -27,6 +30,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import re
 import sys
 import traceback
@@ -103,6 +107,26 @@ def _valid_size(text: str) -> int | float:
     return fraction
 
 
+def _point_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+):(\d+)", text)
+    if not match or int(match.group(1)) >= int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"expected a range a:b of point indices with a < b (0:250), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise argparse.ArgumentTypeError(f"expected a shard i/K with 0 <= i < K (0/4 is the first of 4), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no file {text!r}" if not Path(text).exists() else f"{text!r} is not a file")
+    return text
+
+
 def _device(text: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
@@ -166,7 +190,8 @@ def _train(args) -> int:
         given["hidden"] = tuple(given["hidden"])
     config = resume_config(args.out, **given) if args.resume else TrainConfig(**given)
     run = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"run saved in {run.path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the run
+        print(f"run saved in {run.path}")
     return 0
 
 
@@ -174,32 +199,117 @@ def _ais(args) -> dict:
     return {"ais_steps": (args.ais_steps or 500) if args.ais else 0, "ais_chains": args.ais_chains or 16}
 
 
-def _evaluate(args) -> int:
-    from ppl_vae.jobs import check_output_file, evaluate_run
+def _on_ranks(args, job):
+    """``job(device, shard, progress)`` on this process's share of the points — all of them, ``--shard``'s, or under
+    ``torchrun`` the rank's shard — and every rank's result on rank 0 (``None`` on the others)."""
+    from ppl_vae.distributed import gather_to_first, process_group
 
-    out = check_output_file(args.out, "--out") if args.out else Path(args.run) / f"evaluation_{args.split}.json"
-    result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
-                          ais_leapfrog=args.ais_leapfrog or 10, ais_from_guide=args.ais_from_guide,
-                          prior_mc_samples=args.prior_mc, bdmc_steps=(args.ais_steps or 500) if args.bdmc else 0,
-                          seed=args.seed, device=args.device, progress=not args.quiet, **_ais(args))
+    with process_group(args.device) as group:
+        if not group.distributed:
+            return [job(args.device, args.shard, not args.quiet)]
+        if args.shard is not None:
+            raise ValueError(f"--shard {args.shard[0]}/{args.shard[1]} under torchrun: the processes are the shards "
+                             f"(leave --shard out, or run the shards as separate commands)")
+        try:
+            result = job(group.device, (group.rank, group.world_size), not args.quiet and group.is_first)
+        except Exception as error:  # every rank must reach the gather, or the others wait for ever
+            result = error
+        results = gather_to_first(group, result)
+        if not group.is_first:
+            if isinstance(result, Exception):
+                raise result
+            return None
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise failed[0]
+        return results
+
+
+def _evaluate(args) -> int:
+    from ppl_vae.jobs import Evaluation, check_output_file, evaluate_run, merge_evaluations
+    from ppl_vae.jobs.inputs import range_suffix
+
+    if args.out:
+        check_output_file(args.out, "--out")
+
+    def job(device, shard, progress):
+        result = evaluate_run(args.run, args.split, args.n, num_samples=args.samples, iwae_samples=args.iwae,
+                              ais_leapfrog=args.ais_leapfrog or 10, ais_from_guide=args.ais_from_guide,
+                              prior_mc_samples=args.prior_mc, bdmc_steps=(args.ais_steps or 500) if args.bdmc else 0,
+                              seed=args.seed, device=device, progress=progress, points=args.points, shard=shard,
+                              **_ais(args))
+        return result.to_dict()
+
+    results = _on_ranks(args, job)
+    if results is None:
+        return 0
+    parts = [Evaluation.from_dict(r) for r in results]
+    result = parts[0] if len(parts) == 1 else merge_evaluations(parts)
+    out = Path(args.out) if args.out else Path(args.run) / f"evaluation_{args.split}.json"
+    if args.points is not None or args.shard is not None:  # a shard's file is named by its points
+        out = check_output_file(out.with_name(out.stem + range_suffix(*result.meta["points"]) + out.suffix), "--out")
     result.save(out)
     print(result.table())
     return 0
 
 
 def _gap(args) -> int:
-    from ppl_vae.jobs import gap_over_training, gap_run, save_gap_over_training, save_gap_report
+    from ppl_vae.jobs import GapReport, gap_over_training, gap_run, merge_gap_reports, save_gap_over_training, save_gap_report
 
     out = Path(args.out) if args.out else Path(args.run) / "gap"
     options = dict(families=args.families, eval_samples=args.eval_samples, init=args.init, max_steps=args.max_steps,
-                   lr=args.lr, local_samples=args.local_samples, seed=args.seed, device=args.device,
-                   progress=not args.quiet, **_ais(args))
+                   lr=args.lr, local_samples=args.local_samples, seed=args.seed, **_ais(args))
     if args.over_training:
-        result = gap_over_training(args.run, args.split[0], args.n, **options)
+        from ppl_vae.distributed import launched_by_torchrun
+
+        if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+            raise ValueError("--over-training runs on one process: start it without torchrun")
+        result = gap_over_training(args.run, args.split[0], args.n or 1000, device=args.device,
+                                   progress=not args.quiet, **options)
         save_gap_over_training(result, out)
-    else:
-        result = gap_run(args.run, args.split, args.n, **options)
+        print(result.table())
+        return 0
+
+    def job(device, shard, progress):
+        return gap_run(args.run, args.split, args.n, device=device, progress=progress, points=args.points, shard=shard,
+                       **options).to_dict()
+
+    results = _on_ranks(args, job)
+    if results is None:
+        return 0
+    reports = [GapReport.from_dict(r) for r in results]
+    result = reports[0] if len(reports) == 1 else merge_gap_reports(reports)
+    save_gap_report(result, out, shard=args.points is not None or args.shard is not None)
+    print(result.table())
+    return 0
+
+
+def _merge_shards(args) -> int:
+    import json
+
+    from ppl_vae.jobs import load_evaluation, load_gap_report, merge_evaluations, merge_gap_reports, save_gap_report
+
+    kinds = {}
+    for path in args.shards:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise ValueError(f"Expected shard reports (JSON), but {path!r} is not valid JSON") from None
+        kind = "gap" if isinstance(data, dict) and "columns" in data else \
+            "evaluation" if isinstance(data, dict) and "estimates" in data else None
+        if kind is None:
+            raise ValueError(f"Expected a shard report of ppl-vae gap or evaluate, but {path!r} is neither")
+        kinds.setdefault(kind, []).append(path)
+    if len(kinds) > 1:
+        raise ValueError(f"Expected shard reports of one kind, got gap reports {kinds['gap']} and evaluations "
+                         f"{kinds['evaluation']}")
+    out = Path(args.out) if args.out else Path(args.shards[0]).parent
+    if "gap" in kinds:
+        result = merge_gap_reports([load_gap_report(p) for p in args.shards])
         save_gap_report(result, out)
+    else:
+        result = merge_evaluations([load_evaluation(p) for p in args.shards])
+        result.save(out / f"evaluation_{result.meta['split']}.json")
     print(result.table())
     return 0
 
@@ -233,6 +343,15 @@ def _check_combinations(args) -> None:
                  if getattr(args, name, None)]
         if given:
             error(f"argument {given[0]}: applies only with --ais" + (" or --bdmc" if args.command == "evaluate" else ""))
+    if args.command in ("evaluate", "gap") and args.points is not None and args.n is not None:
+        error("argument --points: not with --num-points (--n): give the first n points or a range")
+    if args.command == "evaluate" and args.bdmc and (args.points is not None or args.shard is not None
+                                                    or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        error("argument --bdmc: runs on points it simulates from the model, which shards and processes cannot "
+              "merge: run it on one process, without --points or --shard")
+    if args.command == "gap" and args.over_training and (args.points is not None or args.shard is not None):
+        error(f"argument {'--points' if args.points is not None else '--shard'}: not with --over-training, which "
+              "measures the first --num-points points at every checkpoint")
     if args.command == "gap" and args.over_training and len(args.split) > 1:
         error(f"argument --over-training: measures one split, got --split {' '.join(args.split)}")
     if args.command == "gap" and len(set(args.split)) != len(args.split):
@@ -254,6 +373,14 @@ def _common(seed: int | None = 0, device: str | None = "cpu") -> argparse.Argume
     common.add_argument("--device", default=device, type=_device, help="cpu, cuda, cuda:N or mps (default cpu)")
     common.add_argument("--seed", type=_integer(0), default=seed, help="default 0")
     common.add_argument("--quiet", action="store_true", help="no progress bars or informational messages")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error, and debug messages")
+    return common
+
+
+def _messages_only() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no informational messages")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error, and debug messages")
     return common
@@ -312,7 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", parents=[common], help="estimate the test ELBO (and IWAE bound) of a run")
     e.add_argument("run", type=_run_dir)
     e.add_argument("--split", default="test", choices=SPLITS)
-    e.add_argument("--n", type=positive, default=None, help="the first n points of the split (default: all)")
+    e.add_argument("--num-points", "--n", dest="n", type=positive, default=None,
+                   help="the first n points of the split (default: all); --n is short for it (not under torchrun)")
+    e.add_argument("--points", type=_point_range, default=None, metavar="A:B",
+                   help="the points A to B-1 of the split instead; writes a shard file named by them")
+    e.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                   help="only shard I (0-based) of K contiguous shards of those points; merge with merge-shards")
     e.add_argument("--samples", type=positive, default=1, help="Monte-Carlo samples per point for the ELBO")
     e.add_argument("--iwae", type=natural, default=0, metavar="K", help="also the IWAE bound with K samples")
     e.add_argument("--ais", action="store_true", help="also annealed importance sampling (HMC transitions)")
@@ -332,7 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", type=_run_dir)
     g.add_argument("--split", nargs="+", default=["test"], choices=SPLITS,
                    help="one column per split (e.g. --split train test: how well the encoder generalizes)")
-    g.add_argument("--n", type=positive, default=1000, help="the first n points of each split")
+    g.add_argument("--num-points", "--n", dest="n", type=positive, default=None,
+                   help="the first n points of each split (default 1000); --n is short for it (not under torchrun)")
+    g.add_argument("--points", type=_point_range, default=None, metavar="A:B",
+                   help="the points A to B-1 of each split instead; writes a shard report named by them")
+    g.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                   help="only shard I (0-based) of K contiguous shards of those points; merge with merge-shards")
     g.add_argument("--families", nargs="+", default=["ffg", "flow"], choices=FAMILIES, help="per-datapoint families q* to fit")
     g.add_argument("--eval-samples", type=_integer(2), default=5000, help="samples per point for every final bound")
     g.add_argument("--init", default="guide", choices=("guide", "prior"), help="start q* at the encoder or the prior")
@@ -345,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--over-training", action="store_true", help="gaps at every kept checkpoint (--keep-every)")
     g.add_argument("--out", default=None, type=_out_dir, help="report directory (default RUN/gap)")
     g.set_defaults(func=_gap, subparser=g)
+
+    m = sub.add_parser("merge-shards", parents=[_messages_only()],
+                       help="combine the shard reports of gap or evaluate (--points, --shard) into the report of all "
+                            "their points",
+                       description="Writes exactly the report (JSON, Markdown, figures) that one run on all the points "
+                                   "writes: gap_<splits>.* or evaluation_<split>.json.")
+    m.add_argument("shards", nargs="+", type=_existing_file, help="the shards' JSON files, in any order")
+    m.add_argument("--out", default=None, type=_out_dir, help="directory (default: the first shard's)")
+    m.set_defaults(func=_merge_shards, subparser=m)
 
     q = sub.add_parser("posterior", parents=[common],
                        help="posterior samples of guides and NUTS as ArviZ InferenceData, diagnostics, figures")
@@ -416,7 +562,8 @@ def _messages(args):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s" if args.debug else "%(message)s"))
     level = logger.level
-    logger.setLevel(logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO)
+    quiet = args.quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
+    logger.setLevel(logging.DEBUG if args.debug else logging.WARNING if quiet else logging.INFO)
     logger.addHandler(handler)
     try:
         with logging_redirect_tqdm([logger]):

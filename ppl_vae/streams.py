@@ -16,16 +16,18 @@ point's stream (exact, slower: each point's draw samples the whole batch).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import torch
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
 from torch import distributions as td
 
 from .traces import DATA_PLATE
 
-__all__ = ["PointStreams", "PerPointSampling", "point_seed", "reparameterize"]
+__all__ = ["PointStreams", "PerPointSampling", "point_seed", "reparameterize", "point_streams", "sampling_from"]
 
 
 def point_seed(seed: int, index: int, purpose: str) -> int:
@@ -82,6 +84,29 @@ class PointStreams:
         """A context in which the global random generator draws from point ``n``'s stream (and its state is written
         back to the stream afterwards)."""
         return _Forked(self.generators[n], self.device)
+
+
+def point_streams(seed: int | None, idx: torch.Tensor, purpose: str, device=None) -> PointStreams | None:
+    """:class:`PointStreams` of the points ``idx`` for ``purpose``, or ``None`` when ``seed`` is ``None`` (the
+    estimators then draw from the global random generator, as Pyro does).
+
+    :param seed: the study's seed or ``None``.
+    :param idx: ``(N,)`` the points' own indices.
+    :param str purpose: what the numbers are for.
+    :param device: the generators' device.
+    :returns: the streams, or ``None``.
+    """
+    return None if seed is None else PointStreams(seed, idx, purpose, device)
+
+
+def sampling_from(streams: PointStreams | None):
+    """A context in which every latent site in the data plate is drawn from ``streams``
+    (:class:`PerPointSampling`), or one that changes nothing when ``streams`` is ``None``.
+
+    :param streams: the points' streams, in the order of the points of the calls made inside, or ``None``.
+    :returns: a context manager.
+    """
+    return contextlib.nullcontext() if streams is None else PerPointSampling(streams)
 
 
 class _Forked:
@@ -150,9 +175,9 @@ def _point_distribution(fn, position: int, k: int):
     try:
         full = inner.expand(fn.batch_shape + fn.event_shape[: len(fn.event_shape) - len(inner.event_shape)])
         names = [name for name in full.arg_constraints if name in full.__dict__]
-        if "probs" in names and "logits" in names:  # both cached: the constructor takes one
-            names.remove("probs")
         names = names or list(full.arg_constraints)  # parameters that are properties (Beta's concentrations)
+        if "probs" in names and "logits" in names:  # both known: the constructor takes one
+            names.remove("probs")
         params = {name: getattr(full, name).select(position, k) for name in names}
         one = type(full)(**params, validate_args=False)
     except (NotImplementedError, TypeError, ValueError, AttributeError, IndexError, RuntimeError):
@@ -177,8 +202,8 @@ class PerPointSampling(Messenger):
         self.streams = streams
 
     def _pyro_sample(self, msg) -> None:
-        if msg["is_observed"] or msg["done"] or msg["value"] is not None:
-            return
+        if msg["is_observed"] or msg["done"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
+            return  # (a plate's subsample indices are not a latent)
         frames = [f for f in msg["cond_indep_stack"] if f.name == DATA_PLATE]
         if not frames:
             return

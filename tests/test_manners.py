@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the one-way layering: a module may import its own layer and the layers below, never above
 LAYERS = {
     "ppl_vae.conventions": 0, "ppl_vae.traces": 0, "ppl_vae.latent_space": 0, "ppl_vae.data": 0, "ppl_vae.estimators": 0,
-    "ppl_vae.objectives": 0, "ppl_vae.nn": 0, "ppl_vae.streams": 0, "ppl_vae.compiled": 0,
+    "ppl_vae.objectives": 0, "ppl_vae.nn": 0, "ppl_vae.streams": 0, "ppl_vae.compiled": 0, "ppl_vae.distributed": 0,
     "ppl_vae.models": 1, "ppl_vae.guides": 1,
     "ppl_vae.gap": 2, "ppl_vae.posterior": 2, "ppl_vae.training": 2, "ppl_vae.diagnostics": 2, "ppl_vae.figures": 2,
     "ppl_vae.runs": 3,
@@ -223,7 +223,7 @@ def test_the_command_line_has_the_apis_defaults():
     for command, (fn, renames) in cases.items():
         api = params(fn)
         for dest, value in defaults(command).items():
-            if dest in ("run", "out", "quiet", "ais", "ais_steps", "ais_from_guide", "over_training", "device"):
+            if dest in ("run", "out", "quiet", "ais", "bdmc", "ais_steps", "ais_from_guide", "over_training", "device"):
                 continue
             name = renames.get(dest, dest)
             value = fallbacks.get(dest, value) if value is None and dest in fallbacks else value

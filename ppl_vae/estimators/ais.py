@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from ppl_vae.conventions import default_idx
 from ppl_vae.data.errors import check_finite
 from ppl_vae.latent_space import LatentSpace
+from ppl_vae.streams import PointStreams, point_streams, sampling_from
 
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, point_chunks, samples_last
 from .estimate import Estimate
 from .log_weights import prepare_pair
 
@@ -84,7 +85,7 @@ def ais(
     model, x: torch.Tensor, idx: torch.Tensor | None = None, guide=None, num_chains: int = 16,
     num_steps: int = 500, leapfrog_steps: int = 10, step_size: float = 0.05, target_accept: float = 0.65,
     schedule: str = "sigmoid", max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False,
-    adapt_step_size: bool = True,
+    adapt_step_size: bool = True, seed: int | None = None, purpose: str = "ais",
 ) -> Estimate:
     """AIS estimate of ``log p(x_n)`` per data point, run in the model's unconstrained latent space
     (:class:`~ppl_vae.latent_space.LatentSpace`): constrained supports, several sites, any event shapes, models that
@@ -101,7 +102,12 @@ def ais(
         ``adapt_step_size=False``).
     :param str schedule: ``"sigmoid"``, ``"geometric"`` or ``"linear"`` (:func:`annealing_schedule`).
     :param int max_rows: bound on ``chains x points`` advanced together.
-    :returns: :class:`Estimate` (``per_point (N,)`` nats); ``info`` has the settings and the mean acceptance rate.
+    :param seed: draw each point's starting values, momenta and acceptance decisions from its own stream, seeded from
+        ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`): a point's estimate is then the same whatever other
+        points share the call; ``None`` draws from the global random generator.
+    :param str purpose: names the streams.
+    :returns: :class:`Estimate` (``per_point (N,)`` nats); ``info`` has the settings, each point's acceptance rate
+        (``accept_rate_per_point``, ``(N,)`` float64) and their mean (``accept_rate``).
     :raises DataError: if ``x`` holds NaN or infinite values (while Pyro's validation is enabled).
     :raises ValueError: for discrete latent sites that are not enumerated, a guide that cannot score foreign points, or
         settings out of range (:func:`check_hmc_options`).
@@ -124,20 +130,22 @@ def ais(
     bar = tqdm(total=len(chunks) * num_steps, desc="AIS", unit="step") if progress else None
     out, rates = [], []
     for xc, ic in chunks:
-        with torch.no_grad():
+        streams = point_streams(seed, ic, purpose, x.device)
+        with torch.no_grad(), sampling_from(streams):
             u0 = space.sample_prior(xc, ic, num_chains) if guide is None else \
                 space.sample_guide(guide, xc, ic, num_chains, nesting)[0]
         start = _Start(space, guide, xc, ic, nesting)
         lw, rate, _ = anneal(start, u0, betas, leapfrog_steps, step_size, target_accept if adapt_step_size else None,
-                             bar)
-        out.append(lw.logsumexp(0) - math.log(num_chains))
+                             bar, streams=streams, rate_per_point=True)
+        out.append(samples_last(lw).logsumexp(-1) - math.log(num_chains))
         rates.append(rate)
     if bar is not None:
         bar.close()
     name = f"ais_{num_steps}" + ("_from_guide" if guide is not None else "")
+    rates = torch.cat(rates)
     info = {"num_chains": num_chains, "num_steps": num_steps, "leapfrog_steps": leapfrog_steps,
             "schedule": schedule, "start": "guide" if guide is not None else "prior",
-            "accept_rate": sum(rates) / len(rates)}
+            "accept_rate": rates.mean().item(), "accept_rate_per_point": rates}
     return Estimate(name, torch.cat(out), info)
 
 
@@ -166,13 +174,17 @@ class _Start:
 
 
 def anneal(terms, u: torch.Tensor, betas: list[float], leapfrog_steps: int, step_size: float,
-           target_accept: float | None, bar=None) -> tuple[torch.Tensor, float, torch.Tensor]:
+           target_accept: float | None, bar=None, *, streams: PointStreams | None = None,
+           rate_per_point: bool = False) -> tuple[torch.Tensor, float | torch.Tensor, torch.Tensor]:
     """Run the chains ``u (C, N, D)`` through the inverse temperatures ``betas`` with one HMC transition per
     temperature, targeting :math:`q_0(u)^{1-\\beta} p(x, u)^\\beta`.
 
     :param terms: ``u -> (log q0(u), log p(x, u) - log q0(u))``, each ``(C, N)``, differentiable.
     :param betas: the schedule; increasing from 0 to 1 gives forward AIS, decreasing from 1 to 0 the reverse chain of
         bidirectional Monte Carlo.
+    :param streams: the ``N`` points' random streams (:class:`~ppl_vae.streams.PointStreams`) for the momenta and
+        the acceptance decisions, or ``None``: the global random generator.
+    :param bool rate_per_point: return each point's acceptance rate ``(N,)`` (float64) instead of their mean.
     :returns: ``(log weights (C, N), mean acceptance rate, final u)``; the log weight of a chain is
         :math:`\\sum_t (\\beta_t - \\beta_{t-1}) [\\log p(x, u_{t-1}) - \\log q_0(u_{t-1})]`.
     """
@@ -189,30 +201,34 @@ def anneal(terms, u: torch.Tensor, betas: list[float], leapfrog_steps: int, step
         _, delta = terms(z["u"])
     log_w = torch.zeros(c, n, dtype=u.dtype, device=u.device)
     eps = torch.full((1, n, 1), step_size, dtype=u.dtype, device=u.device)
-    accepted = 0.0
+    accepted = torch.zeros(n, dtype=torch.float64, device=u.device)
     for t in range(1, len(betas)):
         beta = betas[t]
         log_w = log_w + (beta - betas[t - 1]) * delta
         fn = lambda zz, b=beta: potential(zz, b)  # noqa: E731
         grads, _ = potential_grad(fn, z)
         energy0 = -(state["log_q0"] + beta * state["delta"])
-        r = {"u": torch.randn_like(z["u"])}
+        r = {"u": torch.randn_like(z["u"]) if streams is None else
+             streams.normal((c, u.shape[-1]), dim=1, dtype=u.dtype).to(u.device)}
         kinetic0 = 0.5 * r["u"].pow(2).sum(-1)
         z_new, r_new, _, _ = velocity_verlet(z, r, fn, lambda rr: rr, eps, leapfrog_steps, grads)
         energy1 = -(state["log_q0"] + beta * state["delta"])
         kinetic1 = 0.5 * r_new["u"].pow(2).sum(-1)
         log_accept = (energy0 + kinetic0 - energy1 - kinetic1).clamp(max=0.0)
         log_accept = torch.where(torch.isfinite(log_accept), log_accept, torch.full_like(log_accept, -math.inf))
-        accept = torch.rand_like(log_accept).log() < log_accept
+        uniform = torch.rand_like(log_accept) if streams is None else \
+            streams.uniform((c,), dim=1, dtype=log_accept.dtype).to(u.device)
+        accept = uniform.log() < log_accept
         with torch.no_grad():
             z = {"u": torch.where(accept[..., None], z_new["u"], z["u"]).detach()}
             delta = torch.where(accept, state["delta"], delta)
             # adapt each data point's step size (shared by its chains) towards the target acceptance rate;
             # per-chain adaptation would bias each chain's stationary distribution
             if target_accept is not None:
-                rate = log_accept.exp().mean(0, keepdim=True)
+                rate = samples_last(log_accept.exp()).mean(-1).unsqueeze(0)
                 eps = eps * torch.where(rate > target_accept, 1.02, 0.98)[..., None]
-            accepted += accept.to(u.dtype).mean().item()
+            accepted += samples_last(accept.to(torch.float64)).mean(-1)
         if bar is not None:
             bar.update(1)
-    return log_w.detach(), accepted / max(len(betas) - 1, 1), z["u"]
+    rate = accepted / max(len(betas) - 1, 1)
+    return log_w.detach(), rate if rate_per_point else rate.mean().item(), z["u"]

@@ -48,14 +48,28 @@ class BDMC:
 
     :ivar lower: forward AIS, :math:`\\log \\hat p(x)`: ``per_point (N,)`` nats, a stochastic lower bound.
     :ivar upper: reverse AIS from the exact posterior sample: ``per_point (N,)`` nats, a stochastic upper bound.
-    :ivar x: ``(N, ...)`` the simulated data the bounds are of.
+    :ivar x: ``(N, ...)`` the simulated data the bounds are of (``None`` when read back from a report, which does not
+        keep it).
     :ivar info: settings and acceptance rates.
     """
 
     lower: Estimate
     upper: Estimate
-    x: torch.Tensor
+    x: torch.Tensor | None
     info: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BDMC:
+        """The bounds :meth:`to_dict` wrote with their per-point values (the simulated data is not kept).
+
+        :param dict data: :meth:`to_dict`'s output, ``per_point=True``.
+        :returns: the sandwich, with ``x=None``.
+        :raises ValueError: if ``data`` lacks either bound or their per-point values.
+        """
+        if not isinstance(data, dict) or "lower" not in data or "upper" not in data:
+            raise ValueError(f"Expected a BDMC report with 'lower' and 'upper', got {type(data).__name__}")
+        info = {k: v for k, v in data.items() if k not in ("data", "lower", "upper", "gap")}
+        return cls(Estimate.from_dict(data["lower"]), Estimate.from_dict(data["upper"]), None, info)
 
     @property
     def gap(self) -> torch.Tensor:

@@ -6,7 +6,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
+from ppl_vae.streams import point_streams, sampling_from
+
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks, samples_last
 from .estimate import Estimate
 from .log_weights import log_weights, prepare_pair
 from .psis import TopLogWeights
@@ -17,12 +19,15 @@ __all__ = ["elbo_and_iwae"]
 @torch.no_grad()
 def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 5000,
                   max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False, desc: str = "bounds",
-                  ) -> tuple[Estimate, Estimate, torch.Tensor]:
+                  seed: int | None = None, purpose: str = "bounds") -> tuple[Estimate, Estimate, torch.Tensor]:
     """``(elbo, iwae_bound, khat)`` per data point from the same ``num_samples`` draws of the guide: the mean and
     the log-mean-exp of each point's log-weights (half the cost of computing them separately), and the Pareto k̂
     of those weights (:mod:`ppl_vae.estimators.psis`), which says whether the IWAE value can be trusted.
 
     :param x: ``(N, ...)``.
+    :param seed: per-point random streams seeded from ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`), or
+        ``None``: the global random generator.
+    :param str purpose: names the streams.
     :returns: two :class:`Estimate` s with ``per_point (N,)`` and ``khat (N,)``.
     """
     idx, nesting = prepare_pair(model, guide, x, idx)
@@ -34,10 +39,13 @@ def elbo_and_iwae(model, guide, x: torch.Tensor, idx: torch.Tensor | None = None
     for xc, ic in chunks:
         total, lse = 0.0, None
         tail = TopLogWeights(num_samples, xc.shape[0])
+        streams = point_streams(seed, ic, purpose, x.device)
         for k in sample_chunks(num_samples, samples):
-            lw = log_weights(model, guide, xc, ic, k, nesting=nesting)
-            total = total + lw.sum(0)
-            lse = logaddexp(lse, lw.logsumexp(0))
+            with sampling_from(streams):
+                lw = log_weights(model, guide, xc, ic, k, nesting=nesting)
+            per_point = samples_last(lw)
+            total = total + per_point.sum(-1)
+            lse = logaddexp(lse, per_point.logsumexp(-1))
             tail.update(lw)
         elbos.append(total / num_samples)
         iwaes.append(lse - math.log(num_samples))

@@ -16,7 +16,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
+from ppl_vae.streams import point_streams, sampling_from
+
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks, samples_last
 from .estimate import Estimate
 from .log_weights import log_weights, prepare_pair
 
@@ -26,7 +28,7 @@ __all__ = ["iwae_bound"]
 @torch.no_grad()
 def iwae_bound(
     model, guide, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 5000,
-    max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False,
+    max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False, seed: int | None = None, purpose: str = "iwae",
 ) -> Estimate:
     """:math:`\\log\\frac1K\\sum_k w_{kn}` per data point with ``K = num_samples`` importance samples from the guide.
 
@@ -34,6 +36,10 @@ def iwae_bound(
 
     :param x: ``(N, ...)``.
     :param idx: ``(N,)`` or ``None``.
+    :param seed: draw each point's samples from its own stream, seeded from ``(seed, idx[n], purpose)``
+        (:mod:`ppl_vae.streams`): a point's estimate is then the same whatever other points share the call;
+        ``None`` draws from the global random generator.
+    :param str purpose: names the streams (estimates with different purposes use independent numbers).
     :returns: :class:`Estimate`, ``per_point (N,)``.
     :raises ValueError: if ``num_samples < 1``.
     """
@@ -46,9 +52,11 @@ def iwae_bound(
     if progress:
         chunks = tqdm(chunks, desc=f"IWAE-{num_samples}", unit="chunk")
     for xc, ic in chunks:
-        lse = None
+        lse, streams = None, point_streams(seed, ic, purpose, x.device)
         for k in sample_chunks(num_samples, samples):
-            lse = logaddexp(lse, log_weights(model, guide, xc, ic, k, nesting=nesting).logsumexp(0))
+            with sampling_from(streams):
+                lw = log_weights(model, guide, xc, ic, k, nesting=nesting)
+            lse = logaddexp(lse, samples_last(lw).logsumexp(-1))
         out.append(lse - math.log(num_samples))
     return Estimate(f"iwae_{num_samples}", torch.cat(out), {"num_samples": num_samples})
 

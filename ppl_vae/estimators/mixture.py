@@ -27,8 +27,9 @@ import torch
 
 from ppl_vae.conventions import default_idx, max_plate_nesting
 from ppl_vae.latent_space import LatentSpace
+from ppl_vae.streams import point_streams, sampling_from
 
-from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks
+from .chunks import DEFAULT_MAX_ROWS, chunk_sizes, logaddexp, point_chunks, sample_chunks, samples_last
 from .estimate import Estimate
 from .psis import TopLogWeights
 
@@ -49,7 +50,8 @@ def scores_foreign_points(space: LatentSpace, guide, x: torch.Tensor, idx: torch
 
 @torch.no_grad()
 def mixture_iwae(model, proposals: list, x: torch.Tensor, idx: torch.Tensor | None = None, num_samples: int = 1000,
-                 max_rows: int = DEFAULT_MAX_ROWS) -> tuple[Estimate, torch.Tensor]:
+                 max_rows: int = DEFAULT_MAX_ROWS, seed: int | None = None, purpose: str = "iwae_mixture",
+                 ) -> tuple[Estimate, torch.Tensor]:
     """:math:`\\log \\hat p(x_n)` with ``num_samples`` samples from each guide of ``proposals``, weighted against their
     equal-weight mixture, per data point.
 
@@ -58,6 +60,9 @@ def mixture_iwae(model, proposals: list, x: torch.Tensor, idx: torch.Tensor | No
     :param x: ``(N, ...)`` data.
     :param idx: ``(N,)`` the points' own indices or ``None``.
     :param int num_samples: ``K``, samples per proposal and point.
+    :param seed: per-point random streams seeded from ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`), or
+        ``None``: the global random generator.
+    :param str purpose: names the streams.
     :returns: ``(Estimate with per_point (N,), Pareto k̂ (N,) of the J*K weights)``.
     :raises ValueError: for an empty list, a pair that breaks the conventions, or discrete sites that are not
         enumerated.
@@ -76,13 +81,15 @@ def mixture_iwae(model, proposals: list, x: torch.Tensor, idx: torch.Tensor | No
     out, khats = [], []
     for xc, ic in point_chunks(x, idx, points):
         lse, tail = None, TopLogWeights(num_samples * j, xc.shape[0])
+        streams = point_streams(seed, ic, purpose, x.device)
         for k in sample_chunks(num_samples, samples):
             for g, nesting in zip(proposals, nestings):
-                u, _ = space.sample_guide(g, xc, ic, k, nesting)
+                with sampling_from(streams):
+                    u, _ = space.sample_guide(g, xc, ic, k, nesting)
                 log_prior, log_lik = space.log_joint(xc, ic, u)
                 log_q = torch.stack([space.guide_log_density(h, xc, ic, u, n) for h, n in zip(proposals, nestings)])
-                lw = log_prior + log_lik - (log_q.logsumexp(0) - math.log(j))
-                lse = logaddexp(lse, lw.logsumexp(0))
+                lw = log_prior + log_lik - (samples_last(log_q).logsumexp(-1) - math.log(j))
+                lse = logaddexp(lse, samples_last(lw).logsumexp(-1))
                 tail.update(lw)
         out.append(lse - math.log(num_samples * j))
         khats.append(tail.khat())

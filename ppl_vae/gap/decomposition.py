@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyro
@@ -137,6 +138,9 @@ class InferenceGap:
     :ivar estimates: every estimator's per-point values and diagnostics (IWAE with each proposal, AIS, Pareto k̂).
     :ivar log_p_hat_from: the estimator log p̂ comes from (chosen for the study on an independent pilot run).
     :ivar info: settings.
+    :ivar pilots: ``{candidate: (N,)}`` the pilot estimates log p̂'s estimator was chosen on (so that the gaps of
+        several sets of points, concatenated, choose as one study of all of them would: :meth:`concat`).
+    :ivar idx: ``(N,)`` the points' own indices, or ``None``.
     """
 
     log_p_hat: torch.Tensor
@@ -149,6 +153,8 @@ class InferenceGap:
     info: dict = field(default_factory=dict)
     converged: dict[str, torch.Tensor] = field(default_factory=dict)
     log_p_hat_from: str = ""
+    pilots: dict[str, torch.Tensor] = field(default_factory=dict)
+    idx: torch.Tensor | None = None
 
     def _family(self, family: str | None) -> str:
         family = family or self.encoder_family
@@ -202,12 +208,107 @@ class InferenceGap:
                "log_p_hat_from": self.log_p_hat_from,
                "semi_amortized_curve": {str(k): _mean_se(v)[0] for k, v in self.curve.items()}}
         if per_point:
+            out["dtype"] = str(self.log_p_hat.dtype).removeprefix("torch.")
             out["per_point"] = {"log_p_hat": t(self.log_p_hat), "elbo_amortized": t(self.elbo_amortized),
                                 **{f"elbo_local_{k}": t(v) for k, v in self.elbo_local.items()},
                                 **{f"steps_{k}": t(v) for k, v in self.steps.items()},
                                 **{f"converged_{k}": t(v) for k, v in self.converged.items()},
                                 **{k: t(v) for k, v in self.estimates.items()}}
+            out["per_point_fit"] = {"steps": {k: t(v) for k, v in self.steps.items()},
+                                    "converged": {k: t(v) for k, v in self.converged.items()},
+                                    "curve": {str(k): t(v) for k, v in self.curve.items()},
+                                    "pilots": {k: t(v) for k, v in self.pilots.items()},
+                                    "idx": None if self.idx is None else t(self.idx)}
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InferenceGap:
+        """The gap :meth:`to_dict` wrote with its per-point values, exactly (float32 values written as JSON read
+        back bitwise).
+
+        :param dict data: :meth:`to_dict`'s output (``per_point=True``), e.g. a column of a saved report's JSON.
+        :returns: the gap.
+        :raises ValueError: if ``data`` has no per-point values (a summary cannot be read back).
+        """
+        if "per_point" not in data or "per_point_fit" not in data:
+            raise ValueError("Expected a gap written with its per-point values (to_dict(per_point=True)), got only "
+                             f"{sorted(data)}")
+        dtype = getattr(torch, data.get("dtype", "float32"))
+
+        def values(v, kind=None):
+            return torch.tensor([math.nan if e is None else e for e in v], dtype=kind or dtype)
+
+        points, fit = data["per_point"], data["per_point_fit"]
+        local = {k.removeprefix("elbo_local_"): values(v) for k, v in points.items() if k.startswith("elbo_local_")}
+        estimates = {k: values(v) for k, v in points.items()
+                     if k not in ("log_p_hat", "elbo_amortized") and not k.startswith("elbo_local_")}
+        return cls(values(points["log_p_hat"]), values(points["elbo_amortized"]), local, data["encoder_family"],
+                   {k: values(v, torch.long) for k, v in fit["steps"].items()},
+                   {int(k): values(v) for k, v in fit["curve"].items()}, estimates, dict(data["info"]),
+                   {k: values(v, torch.bool) for k, v in fit["converged"].items()}, data["log_p_hat_from"],
+                   {k: values(v) for k, v in fit["pilots"].items()},
+                   None if fit["idx"] is None else values(fit["idx"], torch.long))
+
+    @classmethod
+    def concat(cls, parts: Sequence[InferenceGap]) -> InferenceGap:
+        """One study of the points of several, in their order: every per-point value concatenated, and log p̂'s
+        estimator chosen again on the pilots of all the points — exactly what :func:`inference_gap` returns on all
+        the points at once when each point's result does not depend on the others (a ``seed``: per-point random
+        streams).
+
+        :param parts: gaps of disjoint sets of points, measured with the same settings.
+        :returns: the gap of all their points.
+        :raises ValueError: for no parts, parts measured with other settings or families, parts without pilots, or a
+            point in two parts.
+        """
+        if not parts:
+            raise ValueError("Expected at least one gap to concatenate, got none")
+        first = parts[0]
+        settings = {k: v for k, v in first.info.items() if k != "warning"}
+        for p in parts[1:]:
+            other = {k: v for k, v in p.info.items() if k != "warning"}
+            if other != settings or p.encoder_family != first.encoder_family:
+                raise ValueError(f"Expected gaps measured with the same settings, got {settings} (encoder family "
+                                 f"{first.encoder_family!r}) and {other} ({p.encoder_family!r})")
+            for what in ("elbo_local", "steps", "converged", "curve", "estimates", "pilots"):
+                if set(getattr(p, what)) != set(getattr(first, what)):
+                    raise ValueError(f"Expected gaps with the same {what}, got {sorted(getattr(first, what))} and "
+                                     f"{sorted(getattr(p, what))}")
+        if not first.pilots:
+            raise ValueError("Expected gaps with their pilot estimates (measured by this version of inference_gap), "
+                             "got none: log p̂'s estimator cannot be chosen for the points together")
+        if any(p.idx is None for p in parts):
+            idx = None
+        else:
+            idx = torch.cat([p.idx for p in parts])
+            if idx.unique().numel() != idx.numel():
+                raise ValueError("Expected gaps of disjoint sets of points, but some points appear in two of them")
+
+        def cat(what):
+            return {k: torch.cat([getattr(p, what)[k] for p in parts]) for k in getattr(first, what)}
+
+        gap = cls(first.log_p_hat, torch.cat([p.elbo_amortized for p in parts]), cat("elbo_local"), first.encoder_family,
+                  cat("steps"), cat("curve"), cat("estimates"), dict(settings), cat("converged"), "", cat("pilots"),
+                  idx)
+        _choose_log_p_hat(gap)
+        return gap
+
+
+def _choose_log_p_hat(gap: InferenceGap) -> None:
+    """Set ``gap.log_p_hat`` to the full-budget estimates of the candidate whose pilots have the highest mean
+    (:func:`~ppl_vae.estimators.select_by_pilot`), and warn when the amortization gap is negative beyond its error."""
+    full = {name: gap.estimates[name] for name in gap.info["log_p_hat_candidates"]}
+    gap.log_p_hat, gap.log_p_hat_from = select_by_pilot(full, {name: gap.pilots[name] for name in full})
+    gap.info.pop("warning", None)
+    if gap.encoder_family is not None:
+        mean, se = _mean_se(gap.amortization_gap())
+        if mean < -3 * max(se, 1e-12):
+            logger.warning("The amortization gap is negative beyond its Monte-Carlo error (%.3f ± %.3f nats): q*_%s "
+                           "does not contain the encoder's family; name the family that does with encoder_family=",
+                           mean, se, gap.encoder_family)
+            gap.info["warning"] = (f"amortization gap {mean:.3f} ± {se:.3f} < 0: q*_{gap.encoder_family} may not "
+                                   "contain the encoder")
+
 
 
 def inference_gap(
@@ -230,7 +331,10 @@ def inference_gap(
         :func:`~ppl_vae.estimators.ais`.
     :param record_steps: steps at which the semi-amortized curve (encoder family, from the encoder) is recorded.
     :param dict local_kwargs: options of :func:`~ppl_vae.gap.local_fit.fit_local_guide` (``max_steps``, ``lr``...).
-    :param int seed: seeds Pyro's random streams first.
+    :param int seed: every random number of a point (its importance samples, q* fits, AIS chains, pilots) comes from
+        its own streams, seeded from ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`): a point's results are the
+        same whether it is measured alone, in a chunk, in another shard or on another process, and the gaps of
+        shards concatenate (:meth:`InferenceGap.concat`) into the study of all their points.
     :param encoder_family: the per-datapoint family that contains the guide's family: ``"auto"`` recognises it
         (:func:`encoder_family`), ``None`` reports no approximation/amortization split.
     :param float pilot_fraction: the share of each estimator's budget spent on the pilot that chooses log p̂'s
@@ -256,10 +360,10 @@ def inference_gap(
     if enc is not None and enc not in FAMILY_NAMES:
         raise ValueError(f"Expected encoder_family among {sorted(FAMILY_NAMES)}, 'auto' or None, got {enc!r}")
     families = list(dict.fromkeys(([enc] if enc else []) + list(families)))
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(seed)  # for anything outside the per-point streams (checks that draw)
     estimates, khats, full, proposals = {}, {}, {}, {"iwae_amortized": guide}
     elbo_q, iwae_q, khats["iwae_amortized"] = elbo_and_iwae(model, guide, x, idx, eval_samples, progress=progress,
-                                                            desc="L[q]")
+                                                            desc="L[q]", seed=seed, purpose="L[q]")
     full["iwae_amortized"] = iwae_q.per_point
     elbo_local, steps, converged, curve, ffg_fit = {}, {}, {}, {}, None
     # the FFG first: the flow family's fit starts at the fitted FFG (the encoder's family's own fit records the
@@ -268,13 +372,14 @@ def inference_gap(
         start = guide if init == "guide" else None
         reuse = family == "flow" and ffg_fit is not None and enc != "flow"
         fit = fit_local_guide(model, x, idx, family, init_guide=ffg_fit.guide if reuse else start,
-                              record_steps=record_steps if family == enc else (), progress=progress, **local_kwargs,
-                              **(flow_kwargs if family == "flow" else {}))
+                              record_steps=record_steps if family == enc else (), progress=progress,
+                              **{"seed": seed, **local_kwargs}, **(flow_kwargs if family == "flow" else {}))
         if family == "ffg":
             ffg_fit = fit
         elif reuse:  # the flow's cost and convergence include the FFG stage it started from
             fit.steps, fit.converged = ffg_fit.steps + fit.steps, ffg_fit.converged & fit.converged
-        e, i, k = elbo_and_iwae(model, fit.guide, x, idx, eval_samples, progress=progress, desc=f"L[q*_{family}]")
+        e, i, k = elbo_and_iwae(model, fit.guide, x, idx, eval_samples, progress=progress, desc=f"L[q*_{family}]",
+                                seed=seed, purpose=f"L[q*_{family}]")
         elbo_local[family], steps[family], converged[family] = e.per_point, fit.steps, fit.converged
         full[f"iwae_local_{family}"], khats[f"iwae_local_{family}"] = i.per_point, k
         proposals[f"iwae_local_{family}"] = fit.guide
@@ -283,38 +388,36 @@ def inference_gap(
     ais_kwargs = dict(ais_kwargs or {})
     estimates.update(full)
     # log p̂(x): candidates are the mixture of every proposal that can score foreign points (multiple importance
-    # sampling), the IWAE of any other proposal, and AIS; per point, the one that wins an independent pilot
+    # sampling), the IWAE of any other proposal, and AIS; for the study, the one that wins an independent pilot
     space = LatentSpace(model, x, idx)
     mixable = [name for name, g in proposals.items() if scores_foreign_points(space, g, x, idx)]
     candidates = {name: g for name, g in proposals.items() if name not in mixable or len(mixable) == 1}
     if len(mixable) > 1:
-        mixture, khats["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, eval_samples)
+        mixture, khats["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, eval_samples,
+                                                      seed=seed)
         full = {"iwae_mixture": mixture.per_point, **{k: full[k] for k in candidates}}
         estimates["iwae_mixture"] = mixture.per_point
     else:
         full = {k: full[k] for k in candidates}
     if use_ais:
-        full["ais"] = estimates["ais"] = ais_estimator(model, x, idx, progress=progress, **ais_kwargs).per_point
+        full["ais"] = estimates["ais"] = ais_estimator(model, x, idx, progress=progress, seed=seed,
+                                                       **ais_kwargs).per_point
     pilot_samples = max(1, round(pilot_fraction * eval_samples))
-    pilot = {name: iwae_bound(model, g, x, idx, pilot_samples).per_point for name, g in candidates.items()}
+    pilot = {name: iwae_bound(model, g, x, idx, pilot_samples, seed=seed, purpose=f"pilot_{name}").per_point
+             for name, g in candidates.items()}
     if "iwae_mixture" in full:
-        pilot["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, pilot_samples)[0].per_point
+        pilot["iwae_mixture"] = mixture_iwae(model, [proposals[m] for m in mixable], x, idx, pilot_samples,
+                                             seed=seed, purpose="pilot_iwae_mixture")[0].per_point
     if use_ais:
         chains = max(1, round(pilot_fraction * ais_kwargs.get("num_chains", 16)))
-        pilot["ais"] = ais_estimator(model, x, idx, **{**ais_kwargs, "num_chains": chains}).per_point
-    log_p_hat, chosen = select_by_pilot(full, pilot)
-    estimates.update({f"khat_{name}": k.to(log_p_hat.dtype) for name, k in khats.items()})
+        pilot["ais"] = ais_estimator(model, x, idx, seed=seed, purpose="pilot_ais",
+                                     **{**ais_kwargs, "num_chains": chains}).per_point
+    estimates.update({f"khat_{name}": k.to(elbo_q.per_point.dtype) for name, k in khats.items()})
     info = {"eval_samples": eval_samples, "init": init, "families": families, "log_p_hat_candidates": list(full),
             "mixture_of": mixable if len(mixable) > 1 else [],
             "pilot_fraction": pilot_fraction, "local_fit": {**local_kwargs, **flow_kwargs}, "seed": seed,
             "ais": ais_kwargs if use_ais else None}
-    gap = InferenceGap(log_p_hat, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info, converged, chosen)
-    if enc is not None:
-        amort = gap.amortization_gap()
-        mean, se = _mean_se(amort)
-        if mean < -3 * max(se, 1e-12):
-            logger.warning("The amortization gap is negative beyond its Monte-Carlo error (%.3f ± %.3f nats): q*_%s "
-                           "does not contain the encoder's family; name the family that does with encoder_family=",
-                           mean, se, enc)
-            gap.info["warning"] = f"amortization gap {mean:.3f} ± {se:.3f} < 0: q*_{enc} may not contain the encoder"
+    gap = InferenceGap(elbo_q.per_point, elbo_q.per_point, elbo_local, enc, steps, curve, estimates, info, converged,
+                       "", {name: pilot[name] for name in full}, idx.detach().cpu())
+    _choose_log_p_hat(gap)
     return gap

@@ -28,14 +28,15 @@ import logging
 import numbers
 from dataclasses import dataclass, field
 
-import pyro
 import torch
 from tqdm.auto import tqdm
 
 from ppl_vae.conventions import default_idx, max_plate_nesting
+from ppl_vae.estimators.chunks import samples_last
 from ppl_vae.estimators.log_weights import log_weights, prepare_pair
 from ppl_vae.guides import LOCAL_GUIDES, PerDatapointNormal
 from ppl_vae.latent_space import LatentSpace
+from ppl_vae.streams import point_streams, sampling_from
 
 __all__ = ["LocalFit", "fit_local_guide", "latent_moments", "frozen"]
 
@@ -76,17 +77,21 @@ def frozen(*modules):
 
 @torch.no_grad()
 def latent_moments(space: LatentSpace, guide, x: torch.Tensor, idx: torch.Tensor | None = None,
-                   num_samples: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                   num_samples: int = 256, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of any guide's ``q(u | x)`` in the model's latent space: ``(loc, scale)``, each
     ``(N, D)``. Exact for guides that expose ``latent_loc_scale(x)`` (the amortized Gaussian) and for a fitted
-    :class:`~ppl_vae.guides.PerDatapointNormal`, else from ``num_samples`` draws."""
+    :class:`~ppl_vae.guides.PerDatapointNormal`, else from ``num_samples`` draws (from per-point streams when
+    ``seed`` is given, :mod:`ppl_vae.streams`)."""
     if hasattr(guide, "latent_loc_scale") and getattr(guide, "space", None) is not None and guide.space.dim == space.dim:
         return guide.latent_loc_scale(x)
     idx = default_idx(x, idx)
     if isinstance(guide, PerDatapointNormal) and guide.space.dim == space.dim:
         return guide.loc_scale(idx)
-    u, _ = space.sample_guide(guide, x, idx, num_samples, max_plate_nesting(space.model, guide, x[:1], idx[:1]))
-    return u.mean(0), u.std(0).clamp_min(1e-4)
+    nesting = max_plate_nesting(space.model, guide, x[:1], idx[:1])
+    with sampling_from(point_streams(seed, idx, "q*_moments", x.device)):
+        u, _ = space.sample_guide(guide, x, idx, num_samples, nesting)
+    u = samples_last(u)
+    return u.mean(-1), u.std(-1).clamp_min(1e-4)
 
 
 def fit_local_guide(
@@ -116,7 +121,10 @@ def fit_local_guide(
     :param record_steps: steps at which to record each point's ELBO (``eval_samples`` samples); step 0 is the
         initialization (with ``init_guide``: the amortized guide itself).
     :param int eval_samples: samples per point of the recorded ELBOs.
-    :param int seed: seeds Pyro's random streams first (``None``: leave them).
+    :param int seed: draw every point's random numbers (its Monte-Carlo samples, a random initialization of its
+        parameters) from its own streams, seeded from ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`): a
+        point's fit is then the same whatever other points share the call or the chunk (``None``: the global random
+        generator, and a point's fit depends on its neighbours).
     :param bool vectorized: all points of a chunk in one batch (``True``) or one point at a time (the slow
         reference, for tests and benchmarks).
     :param int chunk_points: points optimized together.
@@ -142,8 +150,6 @@ def fit_local_guide(
             raise ValueError(f"Expected {name} >= 1 (an integer), got {value!r}")
     if decays < 0 or not 0 < lr_decay <= 1:
         raise ValueError(f"Expected decays >= 0 and 0 < lr_decay <= 1, got decays={decays}, lr_decay={lr_decay}")
-    if seed is not None:
-        pyro.set_rng_seed(seed)
     idx = default_idx(x, idx)
     n = x.shape[0]
     space = LatentSpace(model, x, idx)
@@ -152,7 +158,7 @@ def fit_local_guide(
         prepare_pair(model, init_guide, x, idx)
     record = sorted({int(s) for s in record_steps})
     options = {"max_steps": max_steps, "lr": lr, "num_samples": num_samples, "window": window, "patience": patience,
-               "lr_decay": lr_decay, "decays": decays, "eval_samples": eval_samples}
+               "lr_decay": lr_decay, "decays": decays, "eval_samples": eval_samples, "seed": seed}
     bounds = [(a, min(n, a + chunk_points)) for a in range(0, n, chunk_points)] if vectorized else \
         [(a, a + 1) for a in range(n)]
     bar = tqdm(total=len(bounds), desc=f"q*_{family}", unit="chunk", disable=not progress)
@@ -165,33 +171,54 @@ def fit_local_guide(
     return fits[0] if len(fits) == 1 else _merge(fits, space, family, idx, family_kwargs, record)
 
 
+def _build(family, space, idx, loc, scale, family_kwargs, seed, device):
+    """The per-datapoint guide of ``family`` for the points ``idx``; with a ``seed``, a family whose construction
+    draws random numbers (a coupling flow's first-layer tables) is built point by point from each point's stream and
+    its rows stacked (every parameter of a per-datapoint family is a table with one row per point)."""
+    before = torch.random.get_rng_state()
+    guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(device)
+    if seed is None or torch.equal(before, torch.random.get_rng_state()):
+        return guide
+    streams = point_streams(seed, idx, f"q*_{family}_init")
+    rows = []
+    for k in range(len(idx)):
+        with streams.fork(k):
+            rows.append(LOCAL_GUIDES[family](space, idx[k:k + 1], None if loc is None else loc[k:k + 1],
+                                             None if scale is None else scale[k:k + 1], **family_kwargs))
+    with torch.no_grad():
+        for name, p in guide.named_parameters():
+            p.copy_(torch.cat([dict(r.named_parameters())[name] for r in rows], 0))
+    return guide
+
+
 def _fit_chunk(model, space, x, idx, family, init_guide, options, record, family_kwargs) -> LocalFit:
+    seed = options["seed"]
     if family != "flow":
-        loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx)
-        guide = LOCAL_GUIDES[family](space, idx, loc, scale, **family_kwargs).to(x.device)
-        return _optimize(model, guide, x, idx, init_guide, options, record)
+        loc, scale = (None, None) if init_guide is None else latent_moments(space, init_guide, x, idx, seed=seed)
+        guide = _build(family, space, idx, loc, scale, family_kwargs, seed, x.device)
+        return _optimize(model, guide, x, idx, init_guide, options, record, family)
     # the flow family contains the FFG: fit the FFG first (unless handed a fitted one), then the flow on top of it,
     # started at the identity, so that L[q*_Flow] >= L[q*_FFG] up to Monte-Carlo error
     first = None
     if not isinstance(init_guide, PerDatapointNormal):
         start = LOCAL_GUIDES["ffg"](space, idx, *((None, None) if init_guide is None else
-                                                  latent_moments(space, init_guide, x, idx))).to(x.device)
-        first = _optimize(model, start, x, idx, init_guide, options, record, final=False)
+                                                  latent_moments(space, init_guide, x, idx, seed=seed))).to(x.device)
+        first = _optimize(model, start, x, idx, init_guide, options, record, "ffg", final=False)
         init_guide = first.guide
     loc, scale = init_guide.loc_scale(idx)
-    guide = LOCAL_GUIDES["flow"](space, idx, loc.detach(), scale.detach(), **family_kwargs).to(x.device)
+    guide = _build("flow", space, idx, loc.detach(), scale.detach(), family_kwargs, seed, x.device)
     offset = 0 if first is None else first.loop_steps
     start = {name: p.detach().clone() for name, p in guide.named_parameters()}
     second = _optimize(model, guide, x, idx, init_guide if first is None else None, options,
-                       [s for s in record if s > offset or first is None], offset=offset)
-    _no_worse_than_the_start(model, guide, init_guide, start, x, idx, options["eval_samples"])
+                       [s for s in record if s > offset or first is None], "flow", offset=offset)
+    _no_worse_than_the_start(model, guide, init_guide, start, x, idx, options["eval_samples"], seed)
     if first is None:
         return second
     return LocalFit(guide, first.steps + second.steps, first.converged & second.converged,
                     dict(sorted({**first.curve, **second.curve}.items())), offset + second.loop_steps)
 
 
-def _no_worse_than_the_start(model, flow, gaussian, start: dict, x, idx, samples: int) -> torch.Tensor:
+def _no_worse_than_the_start(model, flow, gaussian, start: dict, x, idx, samples: int, seed=None) -> torch.Tensor:
     """Send back to the fitted Gaussian the points whose flow scores below it.
 
     Adam's first steps move every weight by about the step size whatever the gradient, and at the Gaussian's optimum
@@ -204,7 +231,11 @@ def _no_worse_than_the_start(model, flow, gaussian, start: dict, x, idx, samples
     """
     rows = flow.points(idx)
     with torch.no_grad():
-        worse = log_weights(model, flow, x, idx, samples).mean(0) < log_weights(model, gaussian, x, idx, samples).mean(0)
+        with sampling_from(point_streams(seed, idx, "q*_flow_check", x.device)):
+            flow_elbo = samples_last(log_weights(model, flow, x, idx, samples)).mean(-1)
+        with sampling_from(point_streams(seed, idx, "q*_flow_check_start", x.device)):
+            start_elbo = samples_last(log_weights(model, gaussian, x, idx, samples)).mean(-1)
+        worse = flow_elbo < start_elbo
         if bool(worse.any()):
             for name, p in flow.named_parameters():  # every table of a per-point flow has one row per point
                 p[rows[worse]] = start[name][rows[worse]]
@@ -214,11 +245,15 @@ def _no_worse_than_the_start(model, flow, gaussian, start: dict, x, idx, samples
     return worse
 
 
-def _optimize(model, guide, x, idx, init_guide, options, record, offset: int = 0, final: bool = True) -> LocalFit:
+def _optimize(model, guide, x, idx, init_guide, options, record, family: str, offset: int = 0,
+              final: bool = True) -> LocalFit:
     """The vectorized optimization of ``guide``'s per-point tables (steps counted from ``offset``); records the
-    curve at the steps of ``record`` it reaches (and, if ``final``, at the later ones with the final values)."""
+    curve at the steps of ``record`` it reaches (and, if ``final``, at the later ones with the final values). With
+    ``options["seed"]``, every point draws from its own streams (purpose ``q*_<family>``)."""
     o = options
     n = x.shape[0]
+    fit_streams = point_streams(o["seed"], idx, f"q*_{family}", x.device)
+    curve_streams = point_streams(o["seed"], idx, f"q*_{family}_curve", x.device)
     params = list(guide.parameters())
     optimizer = torch.optim.Adam(params, lr=o["lr"])
     nesting = max_plate_nesting(model, guide, x[:1], idx[:1])
@@ -232,19 +267,21 @@ def _optimize(model, guide, x, idx, init_guide, options, record, offset: int = 0
     curve = {}
 
     def evaluate():
-        with torch.no_grad():
-            return log_weights(model, guide, x, idx, o["eval_samples"], nesting=nesting).mean(0)
+        with torch.no_grad(), sampling_from(curve_streams):
+            return samples_last(log_weights(model, guide, x, idx, o["eval_samples"], nesting=nesting)).mean(-1)
 
     if 0 in record and offset == 0:
         if init_guide is not None:  # step 0 is the amortized guide itself
-            with torch.no_grad():
-                curve[0] = log_weights(model, init_guide, x, idx, o["eval_samples"]).mean(0)
+            with torch.no_grad(), sampling_from(curve_streams):
+                curve[0] = samples_last(log_weights(model, init_guide, x, idx, o["eval_samples"])).mean(-1)
         else:
             curve[0] = evaluate()
     step = offset
     while step < offset + o["max_steps"] and bool((factor > 0).any()):
         step += 1
-        loss_per_point = -log_weights(model, guide, x, idx, o["num_samples"], nesting=nesting).mean(0)
+        with sampling_from(fit_streams):
+            loss_per_point = -samples_last(log_weights(model, guide, x, idx, o["num_samples"],
+                                                       nesting=nesting)).mean(-1)
         optimizer.zero_grad(set_to_none=True)
         loss_per_point.sum().backward()
         keep = None if bool((factor == 1).all()) else [p.detach().clone() for p in params]

@@ -71,12 +71,28 @@ class GapReport:
         return (f"{self.description}\n\n" if self.description else "") + self.table() + "\n"
 
     def to_dict(self, per_point: bool = True) -> dict:
-        """``meta`` and, per column, :meth:`InferenceGap.to_dict`.
+        """``meta``, the description and, per column, :meth:`InferenceGap.to_dict`.
 
         :param bool per_point: include every point's bounds.
         :returns: a JSON-serializable dict.
         """
-        return {**self.meta, "columns": {k: g.to_dict(per_point) for k, g in self.columns.items()}}
+        return {**self.meta, "description": self.description,
+                "columns": {k: g.to_dict(per_point) for k, g in self.columns.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GapReport:
+        """The report :meth:`to_dict` wrote with its per-point values (a saved report's JSON, loaded), exactly.
+
+        :param dict data: :meth:`to_dict`'s output.
+        :returns: the report.
+        :raises ValueError: if ``data`` is not a gap report with per-point values.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), dict):
+            raise ValueError(f"Expected a gap report (a dict with 'columns'), got {type(data).__name__}"
+                             f"{' with keys ' + str(sorted(data)) if isinstance(data, dict) else ''}")
+        meta = {k: v for k, v in data.items() if k not in ("columns", "description")}
+        columns = {k: InferenceGap.from_dict(v) for k, v in data["columns"].items()}
+        return cls(columns, data.get("description", ""), meta)
 
 
 @dataclass

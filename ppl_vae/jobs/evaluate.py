@@ -22,9 +22,10 @@ References:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +36,11 @@ from ppl_vae.data.splits import check_images
 from ppl_vae.estimators import BDMC, Estimate, ais, bdmc, elbo, iwae_bound, prior_mc, select_by_pilot
 from ppl_vae.runs import Run
 
-from .inputs import as_run, first_points, split_data
+from .inputs import as_run, point_range, select_points, split_data
 from .outputs import write_json
 
-__all__ = ["Evaluation", "evaluate", "evaluate_run", "log_p_hat", "STRONG_ESTIMATORS"]
+__all__ = ["Evaluation", "evaluate", "evaluate_run", "log_p_hat", "load_evaluation", "merge_evaluations",
+           "STRONG_ESTIMATORS"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Evaluation:
     :ivar str note: a caveat to show with the numbers (e.g. that an objective is not a bound on log p(x)).
     :ivar bdmc: the bidirectional Monte Carlo sandwich (:class:`~ppl_vae.estimators.bdmc.BDMC`) of AIS at the
         evaluation's settings, on as many points *simulated from the model* (not the evaluated data), or ``None``.
+    :ivar dict pilots: ``{estimate: (N,)}`` the pilot estimates log p̂'s estimator was chosen on (when there were
+        several candidates), kept so that evaluations of shards merge into one (:meth:`concat`).
     """
 
     estimates: dict[str, Estimate]
@@ -94,6 +98,7 @@ class Evaluation:
     meta: dict = field(default_factory=dict)
     note: str | None = None
     bdmc: BDMC | None = None
+    pilots: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Estimate:
         return self.estimates[name]
@@ -117,7 +122,56 @@ class Evaluation:
             out["note"] = self.note
         if self.bdmc is not None:
             out["bdmc"] = self.bdmc.to_dict(per_point)
+        if per_point and self.pilots:
+            out["pilots"] = {name: v.detach().cpu().tolist() for name, v in self.pilots.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Evaluation:
+        """The evaluation :meth:`to_dict` wrote with its per-point values (a saved ``evaluation_<split>.json``,
+        loaded), exactly.
+
+        :param dict data: :meth:`to_dict`'s output.
+        :returns: the evaluation.
+        :raises ValueError: if ``data`` is not an evaluation with per-point values.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("estimates"), dict):
+            raise ValueError(f"Expected an evaluation (a dict with 'estimates'), got {type(data).__name__}"
+                             f"{' with keys ' + str(sorted(data)) if isinstance(data, dict) else ''}")
+        estimates = {name: Estimate.from_dict(e) for name, e in data["estimates"].items()}
+        dtype = next(iter(estimates.values())).per_point.dtype
+        meta = {k: v for k, v in data.items() if k not in ("num_points", "seed", "estimates", "note", "pilots", "bdmc")}
+        pilots = {k: torch.tensor(v, dtype=dtype) for k, v in data.get("pilots", {}).items()}
+        return cls(estimates, data["seed"], meta, data.get("note"), pilots=pilots,
+                   bdmc=BDMC.from_dict(data["bdmc"]) if "bdmc" in data else None)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Evaluation]) -> Evaluation:
+        """One evaluation of the points of several (in the given order): every estimate's per-point values
+        concatenated and log p̂ chosen again on the pilots of all the points — exactly :func:`evaluate` on all the
+        points at once, since each point's estimates come from its own random streams.
+
+        :param parts: evaluations of disjoint sets of points with the same estimators and seed.
+        :returns: the evaluation of all their points.
+        :raises ValueError: for no parts, or parts with other estimators or seeds.
+        """
+        if not parts:
+            raise ValueError("Expected at least one evaluation to concatenate, got none")
+        if any(p.bdmc is not None for p in parts):
+            raise ValueError("Evaluations with BDMC cannot be merged: BDMC runs on points it simulates from the model, "
+                             "not on the evaluated points; run the evaluation with --bdmc on one process, unsharded")
+        first = parts[0]
+        for p in parts[1:]:
+            if list(p.estimates) != list(first.estimates) or p.seed != first.seed or set(p.pilots) != set(first.pilots):
+                raise ValueError(f"Expected evaluations with the same estimators and seed, got {list(first.estimates)} "
+                                 f"(seed {first.seed}) and {list(p.estimates)} (seed {p.seed})")
+        names = [name for name in first.estimates if name != "log_p_hat"]
+        estimates = {name: Estimate.concat([p.estimates[name] for p in parts]) for name in names}
+        pilots = {name: torch.cat([p.pilots[name] for p in parts]) for name in first.pilots}
+        best = log_p_hat(estimates.values(), [Estimate(name, v) for name, v in pilots.items()])
+        if best is not None:
+            estimates["log_p_hat"] = best
+        return cls(estimates, first.seed, dict(first.meta), first.note, pilots=pilots)
 
     def table(self) -> str:
         """A plain-text table: estimator, mean nats per point, standard error.
@@ -176,7 +230,9 @@ def evaluate(
         annealing steps, ``ais_chains`` chains, ``ais_leapfrog`` leapfrog steps and the start of AIS
         (``ais_from_guide``), on ``N`` points simulated from the model in the shape and with the indices of ``x``:
         how far AIS at these settings is from log p(x) (0: not computed).
-    :param int seed: seed of every estimator (set with :func:`pyro.set_rng_seed` first).
+    :param int seed: seed of every estimator: each point's random numbers come from its own streams, seeded from
+        ``(seed, idx[n], purpose)`` (:mod:`ppl_vae.streams`), so a point's estimates are the same in any batch,
+        shard or process.
     :param bool progress: show progress bars.
     :returns: the :class:`Evaluation`, estimates in the order ``elbo``, ``iwae_K``, ``ais_T``, ``prior_mc_S``,
         ``log_p_hat``; BDMC's bounds in :attr:`Evaluation.bdmc`.
@@ -196,21 +252,22 @@ def evaluate(
     x_dim = getattr(model, "x_dim", None)
     if isinstance(x_dim, int):
         check_images(x, x_dim, likelihood=None, name="x")
-    pyro.set_rng_seed(seed)
-    results = [elbo(model, guide, x, idx, num_samples=num_samples)]
+    pyro.set_rng_seed(seed)  # for anything outside the per-point streams (checks that draw)
+    results = [elbo(model, guide, x, idx, num_samples=num_samples, seed=seed)]
     if iwae_samples:
-        results.append(iwae_bound(model, guide, x, idx, num_samples=iwae_samples, progress=progress))
+        results.append(iwae_bound(model, guide, x, idx, num_samples=iwae_samples, progress=progress, seed=seed))
     if ais_steps:
         results.append(ais(model, x, idx, guide=guide if ais_from_guide else None, num_chains=ais_chains,
-                           num_steps=ais_steps, leapfrog_steps=ais_leapfrog, progress=progress))
+                           num_steps=ais_steps, leapfrog_steps=ais_leapfrog, progress=progress, seed=seed))
     if prior_mc_samples:
-        results.append(prior_mc(model, x, idx, num_samples=prior_mc_samples))
+        results.append(prior_mc(model, x, idx, num_samples=prior_mc_samples, seed=seed))
     pilots = []
     if iwae_samples and ais_steps:  # two candidates for log p̂: choose on independent pilots (a tenth of the budget)
         iw, a = results[1], results[2]
-        pilot_iw = iwae_bound(model, guide, x, idx, num_samples=max(1, iwae_samples // 10))
+        pilot_iw = iwae_bound(model, guide, x, idx, num_samples=max(1, iwae_samples // 10), seed=seed,
+                              purpose="pilot_iwae")
         pilot_a = ais(model, x, idx, guide=guide if ais_from_guide else None, num_chains=max(1, ais_chains // 10),
-                      num_steps=ais_steps, leapfrog_steps=ais_leapfrog)
+                      num_steps=ais_steps, leapfrog_steps=ais_leapfrog, seed=seed, purpose="pilot_ais")
         pilots = [Estimate(iw.name, pilot_iw.per_point), Estimate(a.name, pilot_a.per_point)]
     best = log_p_hat(results, pilots)
     if best is not None:
@@ -219,22 +276,28 @@ def evaluate(
     if bdmc_steps:
         sandwich = bdmc(model, x, idx, guide=guide if ais_from_guide else None, num_chains=ais_chains,
                         num_steps=bdmc_steps, leapfrog_steps=ais_leapfrog, progress=progress)
-    return Evaluation({r.name: r for r in results}, seed, bdmc=sandwich)
+    return Evaluation({r.name: r for r in results}, seed, bdmc=sandwich, pilots={p.name: p.per_point for p in pilots})
 
 
 def evaluate_run(
     run: Run | str | os.PathLike, split: str = "test", n: int | None = None, *, num_samples: int = 1,
     iwae_samples: int = 0, ais_steps: int = 0, ais_chains: int = 16, ais_leapfrog: int = 10,
     ais_from_guide: bool = False, prior_mc_samples: int = 0, bdmc_steps: int = 0, seed: int = 0,
-    device: str = "cpu", progress: bool = False,
+    device: str = "cpu", progress: bool = False, points: tuple[int, int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Evaluation:
-    """``ppl-vae evaluate``: :func:`evaluate` on the first ``n`` points of a run's ``split``.
+    """``ppl-vae evaluate``: :func:`evaluate` on the first ``n`` points of a run's ``split`` (or the points
+    ``points``, or a shard of those).
 
-    Save the result with :meth:`Evaluation.save` (the command writes ``RUN/evaluation_<split>.json``).
+    Save the result with :meth:`Evaluation.save` (the command writes ``RUN/evaluation_<split>.json``, a shard
+    ``RUN/evaluation_<split>_points_<a>-<b>.json``); the evaluations of shards merge into exactly the evaluation
+    of all their points (:func:`merge_evaluations`).
 
     :param run: a :class:`~ppl_vae.runs.Run` or its directory (loaded onto ``device``).
     :param str split: ``"train"``, ``"valid"`` or ``"test"``.
     :param n: the first ``n`` points (``None``: all).
+    :param points: ``(a, b)``: the points ``a`` to ``b - 1`` instead of the first ``n``.
+    :param shard: ``(i, K)``: only shard ``i`` (0-based) of ``K`` contiguous shards of those points.
     :param str device: where to load a run given as a directory.
     :returns: the :class:`Evaluation`; ``meta`` holds the run directory and the split; ``note`` says when the
         run's model is not a VAE (its "ELBO" is then its Pyro objective, not a bound on log p(x)).
@@ -250,14 +313,66 @@ def evaluate_run(
         raise ValueError(f"The run's guide {run.config.guide!r} is per-datapoint (trained on the training points "
                          "only): evaluate split 'train', or measure test bounds with the gap job, which fits q* "
                          "for each test point")
-    x, idx = first_points(split_data(run, split), n, split)
+    if bdmc_steps and (points is not None or shard is not None):
+        raise ValueError("Expected no points= or shard= with bdmc_steps: BDMC runs on points it simulates from the "
+                         "model, which shards cannot merge; run it on one process, unsharded")
+    data = split_data(run, split)
+    a, b = point_range(len(data), n, points, shard, split)
+    x, idx = select_points(data, a, b)
     result = evaluate(run.model, run.guide, x, idx, num_samples=num_samples, iwae_samples=iwae_samples,
                       ais_steps=ais_steps, ais_chains=ais_chains, ais_leapfrog=ais_leapfrog,
                       ais_from_guide=ais_from_guide, prior_mc_samples=prior_mc_samples, bdmc_steps=bdmc_steps, seed=seed,
                       progress=progress)
-    result.meta = {"run": str(run.path), "split": split}
+    result.meta = {"run": str(run.path), "split": split, "points": [a, b]}
     if run.config.model != "vae":
         result.note = (f"model {run.config.model!r}: the 'elbo' is its Pyro objective (reconstruction or feature "
                        "likelihood), not a bound on log p(x)")
         logger.warning(result.note)
     return result
+
+
+def load_evaluation(path: str | os.PathLike) -> Evaluation:
+    """Read back an evaluation :meth:`Evaluation.save` wrote, with every per-point value.
+
+    :param path: the JSON file.
+    :returns: the evaluation.
+    :raises ValueError: if the file is not an evaluation with per-point values.
+    :raises OSError: if it cannot be read.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Expected an evaluation's JSON in {str(path)!r}, but it is not valid JSON ({e})") from None
+    try:
+        return Evaluation.from_dict(data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"Expected an evaluation with per-point values in {str(path)!r}: {e}") from None
+
+
+def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
+    """The evaluation of one run's split made of the evaluations of its shards (``evaluate_run(..., shard=(i, K))``
+    or ``points=(a, b)``): exactly what :func:`evaluate_run` returns on all their points at once.
+
+    :param parts: evaluations of the same run, split, estimators and seed whose point ranges tile one range.
+    :returns: the merged evaluation.
+    :raises ValueError: for no parts, parts of different runs, splits or settings, or point ranges that overlap or
+        leave a hole (named).
+    """
+    if not parts:
+        raise ValueError("Expected at least one shard evaluation to merge, got none")
+    if any("points" not in p.meta for p in parts):
+        raise ValueError("Expected shard evaluations that record their points, but one does not")
+    parts = sorted(parts, key=lambda p: p.meta["points"][0])
+    same = {k: v for k, v in parts[0].meta.items() if k != "points"}
+    for p in parts[1:]:
+        other = {k: v for k, v in p.meta.items() if k != "points"}
+        if other != same:
+            raise ValueError(f"Expected shards of one evaluation (the same run and split), got {same} and {other}")
+    for before, after in zip(parts, parts[1:]):
+        (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
+        if a1 != b0:
+            what = "overlap" if a1 < b0 else "leave out the points between them"
+            raise ValueError(f"Expected shards whose points follow each other, but {a0}:{b0} and {a1}:{b1} {what}")
+    merged = Evaluation.concat(parts)
+    merged.meta = {**same, "points": [parts[0].meta["points"][0], parts[-1].meta["points"][1]]}
+    return merged

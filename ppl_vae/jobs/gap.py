@@ -16,6 +16,7 @@ Example (a tiny budget, as in the tests)::
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -25,14 +26,23 @@ from ppl_vae.figures.gap import plot_gap_bars, plot_gap_over_training, plot_semi
 from ppl_vae.gap import GapOverTraining, GapReport, InferenceGap, inference_gap
 from ppl_vae.runs import Run, kept_checkpoints, load_run
 
-from .inputs import SPLITS, as_run, first_points, require_vae, split_data
+from .inputs import SPLITS, as_run, first_points, point_range, range_suffix, require_vae, select_points, split_data
 from .outputs import json_bytes, staged_directory
 
-__all__ = ["gap_run", "gap_over_training", "save_gap_report", "save_gap_over_training", "FAMILIES"]
+__all__ = ["gap_run", "gap_over_training", "save_gap_report", "save_gap_over_training", "load_gap_report",
+           "merge_gap_reports", "gap_report_name", "FAMILIES", "DEFAULT_POINTS"]
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("ffg", "flow", "mvn")
+DEFAULT_POINTS = 1000
+"""The points ``ppl-vae gap`` measures when neither ``n`` nor ``points`` is given: the first 1,000 of each split."""
+
+
+def _title(split: str, start: int, stop: int) -> str:
+    """A column's title: ``test (1000 points)`` for the first points of the split, ``test (points 1000:2000)``
+    for others."""
+    return f"{split} ({stop} points)" if start == 0 else f"{split} (points {start}:{stop})"
 
 
 def _check(run: Run, n: int, families: Sequence[str], eval_samples: int, init: str, max_steps: int, lr: float,
@@ -40,7 +50,7 @@ def _check(run: Run, n: int, families: Sequence[str], eval_samples: int, init: s
     require_vae(run, "The inference gap")
     if not run.amortized:
         raise ValueError(f"The run's guide {run.config.guide!r} is not amortized: there is no L[q] to decompose")
-    for name, value, low in (("n", n, 1), ("eval_samples", eval_samples, 2), ("max_steps", max_steps, 1),
+    for name, value, low in (("n", DEFAULT_POINTS if n is None else n, 1), ("eval_samples", eval_samples, 2), ("max_steps", max_steps, 1),
                              ("local_samples", local_samples, 1), ("ais_steps", ais_steps, 0), ("ais_chains", ais_chains, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"Expected {name} to be an integer >= {low}, got {value!r}")
@@ -62,17 +72,23 @@ def _measure(run: Run, x, idx, families, eval_samples, init, max_steps, lr, loca
 
 
 def gap_run(
-    run: Run | str | os.PathLike, splits: Sequence[str] = ("test",), n: int = 1000, *,
+    run: Run | str | os.PathLike, splits: Sequence[str] = ("test",), n: int | None = None, *,
     families: Sequence[str] = ("ffg", "flow"), eval_samples: int = 5000, init: str = "guide", max_steps: int = 3000,
     lr: float = 1e-2, local_samples: int = 8, ais_steps: int = 0, ais_chains: int = 16, seed: int = 0,
-    device: str = "cpu", progress: bool = False,
+    device: str = "cpu", progress: bool = False, points: tuple[int, int] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> GapReport:
     """``ppl-vae gap``: :func:`~ppl_vae.gap.inference_gap` of the run's model and encoder on the first ``n`` points
-    of each split, one column per split (Cremer, Li & Duvenaud 2018).
+    of each split (or the points ``points``, or a shard of those), one column per split (Cremer, Li & Duvenaud 2018).
+
+    Every point's results come from its own random streams (seeded from ``seed`` and the point's index), so the
+    reports of shards merge (:func:`merge_gap_reports`) into exactly the report of one run on all their points.
 
     :param run: a :class:`~ppl_vae.runs.Run` or its directory (loaded onto ``device``).
     :param splits: the splits, one column each (``("train", "test")``: how well the encoder generalizes).
-    :param int n: the first ``n`` points of each split.
+    :param n: the first ``n`` points of each split (default :data:`DEFAULT_POINTS` unless ``points`` is given).
+    :param points: ``(a, b)``: the points ``a`` to ``b - 1`` of each split instead of the first ``n``.
+    :param shard: ``(i, K)``: only shard ``i`` (0-based) of ``K`` contiguous shards of those points.
     :param families: per-datapoint families q* to fit (``"ffg"``, ``"flow"``, ``"mvn"``).
     :param int eval_samples: samples per point for every final bound.
     :param str init: start q* at the encoder (``"guide"``) or the prior (``"prior"``).
@@ -94,42 +110,122 @@ def gap_run(
     _check(run, n, families, eval_samples, init, max_steps, lr, local_samples, ais_steps, ais_chains)
     if not splits or len(set(splits)) != len(splits) or any(s not in SPLITS for s in splits):
         raise ValueError(f"Expected distinct splits among {SPLITS}, got {list(splits)}")
-    points = {split: first_points(split_data(run, split), n, split) for split in splits}  # all checked before work
+    n = DEFAULT_POINTS if n is None and points is None else n
+    data = {split: split_data(run, split) for split in splits}  # all checked before work
+    ranges = {split: point_range(len(d), n, points, shard, split) for split, d in data.items()}
     columns = {}
-    for split, (x, idx) in points.items():
-        logger.info("measuring the gap on %d %s points", x.shape[0], split)
-        columns[f"{split} ({x.shape[0]} points)"] = _measure(run, x, idx, families, eval_samples, init, max_steps, lr,
-                                                             local_samples, ais_steps, ais_chains, seed, progress)
+    for split, (a, b) in ranges.items():
+        x, idx = select_points(data[split], a, b)
+        logger.info("measuring the gap on %d %s points (%d:%d)", x.shape[0], split, a, b)
+        columns[_title(split, a, b)] = _measure(run, x, idx, families, eval_samples, init, max_steps, lr,
+                                                local_samples, ais_steps, ais_chains, seed, progress)
     sources = ", ".join(next(iter(columns.values())).info["log_p_hat_candidates"])
     description = (f"Inference gap of `{run.path}` (epoch {run.epoch}, guide {run.config.guide}, dataset "
                    f"{run.config.dataset}, binarization {run.config.binarize}); bounds with {eval_samples} samples "
                    f"per point, q* fitted from the {init} with Adam (lr {lr}, {local_samples} samples/step, at most "
                    f"{max_steps} steps); log p̂(x) comes, for each point, from one of {sources}, chosen on an "
                    "independent pilot run and evaluated afresh (a stochastic lower bound of log p(x)).")
-    return GapReport(columns, description, {"run": str(run.path), "epoch": run.epoch})
+    a, b = next(iter(ranges.values()))
+    return GapReport(columns, description, {"run": str(run.path), "epoch": run.epoch, "points": [a, b]})
 
 
-def save_gap_report(report: GapReport, out_dir: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Write a report's files into ``out_dir``, all or none: ``<name>.json`` (per-point values), ``<name>.md``
-    (description and table), ``<name>.png`` (the decomposition as bars) and, when the first column has a
-    refinement curve, ``semi_amortized_<split>.png``.
+def gap_report_name(report: GapReport, shard: bool = False) -> str:
+    """The stem of a report's files: ``gap_<splits>``, and for a shard ``gap_<splits>_points_<a>-<b>`` (named by its
+    points, so that the shards of one study never overwrite each other).
+
+    :param report: the report.
+    :param bool shard: whether it is a shard's report.
+    :returns: the stem.
+    """
+    splits = [c.split(" (")[0] for c in report.columns]
+    stem = "gap_" + "_".join(splits)
+    if shard:
+        a, b = report.meta["points"]
+        stem += range_suffix(a, b)
+    return stem
+
+
+def load_gap_report(path: str | os.PathLike) -> GapReport:
+    """Read back a report :func:`save_gap_report` wrote (its JSON file), with every per-point value.
+
+    :param path: the ``.json`` file.
+    :returns: the report.
+    :raises ValueError: if the file is not a gap report with per-point values.
+    :raises OSError: if it cannot be read.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Expected a gap report's JSON in {str(path)!r}, but it is not valid JSON ({e})") from None
+    try:
+        return GapReport.from_dict(data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"Expected a gap report with per-point values in {str(path)!r}: {e}") from None
+
+
+def merge_gap_reports(reports: Sequence[GapReport]) -> GapReport:
+    """The report of one study made of the reports of its shards (``gap_run(..., shard=(i, K))`` or
+    ``points=(a, b)``): every column's per-point values concatenated in the points' order and log p̂'s estimator
+    chosen on the pilots of all the points — the report :func:`gap_run` writes on all of them at once.
+
+    :param reports: shard reports of the same run, splits and settings whose point ranges tile one range (in any
+        order).
+    :returns: the merged report.
+    :raises ValueError: for no reports, reports of different runs, splits or settings, or point ranges that overlap
+        or leave a hole (named).
+    """
+    if not reports:
+        raise ValueError("Expected at least one shard report to merge, got none")
+    missing = [i for i, r in enumerate(reports) if "points" not in r.meta]
+    if missing:
+        raise ValueError(f"Expected shard reports that record their points, but report {missing[0]} does not")
+    reports = sorted(reports, key=lambda r: r.meta["points"][0])
+    first = reports[0]
+    same = {k: v for k, v in first.meta.items() if k != "points"}
+    for r in reports[1:]:
+        other = {k: v for k, v in r.meta.items() if k != "points"}
+        if other != same or r.description != first.description:
+            raise ValueError(f"Expected shards of one study (the same run, epoch and settings), got {same} and {other}")
+        if [c.split(" (")[0] for c in r.columns] != [c.split(" (")[0] for c in first.columns]:
+            raise ValueError(f"Expected shards with the same splits, got {list(first.columns)} and {list(r.columns)}")
+    for before, after in zip(reports, reports[1:]):
+        (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
+        if a1 != b0:
+            what = "overlap" if a1 < b0 else "leave out the points between them"
+            raise ValueError(f"Expected shards whose points follow each other, but {a0}:{b0} and {a1}:{b1} {what}")
+    start, stop = first.meta["points"][0], reports[-1].meta["points"][1]
+    columns = {}
+    for position, title in enumerate(first.columns):
+        split = title.split(" (")[0]
+        columns[_title(split, start, stop)] = InferenceGap.concat([list(r.columns.values())[position] for r in reports])
+    return GapReport(columns, first.description, {**same, "points": [start, stop]})
+
+
+def save_gap_report(report: GapReport, out_dir: str | os.PathLike, name: str | None = None,
+                    shard: bool = False) -> list[Path]:
+    """Write a report's files into ``out_dir``, all or none: ``<name>.json`` (per-point values; read back with
+    :func:`load_gap_report`), ``<name>.md`` (description and table), ``<name>.png`` (the decomposition as bars) and,
+    when the first column has a refinement curve, ``semi_amortized_<split>.png``; a shard's files are named by its
+    points (``gap_test_points_0-250.json``, ``semi_amortized_test_points_0-250.png``).
 
     :param report: the report.
     :param out_dir: the directory (created if needed).
-    :param name: the files' stem; default ``gap_<splits>`` from the column titles.
+    :param name: the files' stem; default :func:`gap_report_name`.
+    :param bool shard: name the files as a shard's.
     :returns: the paths written.
     :raises ValueError: if ``out_dir`` or a parent of it is a file.
     :raises OSError: if the files cannot be written (none is then).
     """
     splits = [c.split(" (")[0] for c in report.columns]
-    name = name or "gap_" + "_".join(splits)
+    name = name or gap_report_name(report, shard)
+    suffix = range_suffix(*report.meta["points"]) if shard else ""
     first = next(iter(report.columns.values()))
     with staged_directory(out_dir) as stage:
         (stage / f"{name}.json").write_bytes(json_bytes(report.to_dict()))
         (stage / f"{name}.md").write_text(report.markdown(), encoding="utf-8")
         plot_gap_bars(report.columns, stage / f"{name}.png")
         if first.curve:
-            plot_semi_amortized(first, stage / f"semi_amortized_{splits[0]}.png")
+            plot_semi_amortized(first, stage / f"semi_amortized_{splits[0]}{suffix}.png")
         names = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
     return [Path(out_dir) / p for p in names]
 

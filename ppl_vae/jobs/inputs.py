@@ -10,7 +10,8 @@ import torch
 from ppl_vae.data import DataError, ImageSet
 from ppl_vae.runs import Run, load_run
 
-__all__ = ["as_run", "split_data", "first_points", "require_vae", "SPLITS"]
+__all__ = ["as_run", "split_data", "first_points", "point_range", "shard_range", "select_points", "range_suffix",
+           "require_vae", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -63,6 +64,71 @@ def first_points(data: ImageSet, n: int | None, split: str) -> tuple[torch.Tenso
         raise ValueError(f"Expected n in [1, {len(data)}] (the {split} split's size), got {n!r}")
     n = len(data) if n is None else n
     return data.x[:n], torch.arange(n, device=data.x.device)
+
+
+def shard_range(start: int, stop: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """The points of shard ``i`` of ``K`` of ``start:stop``: ``K`` contiguous ranges whose sizes differ by at most
+    one, in order (shard 0 first).
+
+    :param int start: the first point.
+    :param int stop: one past the last point.
+    :param shard: ``(i, K)`` with ``0 <= i < K``.
+    :returns: ``(a, b)``.
+    :raises ValueError: if ``shard`` is not ``(i, K)`` with ``0 <= i < K``, or there are fewer points than shards.
+    """
+    if len(shard) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard) or \
+            not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"Expected shard (i, K) with 0 <= i < K, got {tuple(shard)!r}")
+    i, k = shard
+    if stop - start < k:
+        raise ValueError(f"Expected at least as many points as shards, got {stop - start} points ({start}:{stop}) for "
+                         f"{k} shards")
+    n = stop - start
+    return start + i * n // k, start + (i + 1) * n // k
+
+
+def point_range(size: int, n: int | None = None, points: tuple[int, int] | None = None,
+                shard: tuple[int, int] | None = None, split: str = "split") -> tuple[int, int]:
+    """The range ``a:b`` of a split's points a job measures: the first ``n`` (all when ``None``) or ``points``
+    (``(a, b)``: points ``a`` to ``b - 1``), then shard ``i`` of ``K`` of those (:func:`shard_range`).
+
+    :param int size: the split's size.
+    :param n: the first ``n`` points, or ``None``.
+    :param points: ``(a, b)`` with ``0 <= a < b <= size``, or ``None``; not with ``n``.
+    :param shard: ``(i, K)`` or ``None``.
+    :param str split: its name, for the messages.
+    :returns: ``(a, b)``.
+    :raises ValueError: for ``n`` and ``points`` together, or either out of range, or a bad shard.
+    """
+    if points is not None:
+        if n is not None:
+            raise ValueError(f"Expected either n or points, got n={n!r} and points={tuple(points)!r}")
+        if len(points) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in points) or \
+                not 0 <= points[0] < points[1] <= size:
+            raise ValueError(f"Expected points (a, b) with 0 <= a < b <= {size} (the {split} split's size), got "
+                             f"{tuple(points)!r}")
+        a, b = points
+    else:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= size):
+            raise ValueError(f"Expected n in [1, {size}] (the {split} split's size), got {n!r}")
+        a, b = 0, size if n is None else n
+    return (a, b) if shard is None else shard_range(a, b, shard)
+
+
+def select_points(data: ImageSet, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points ``start`` to ``stop - 1`` of a split and their indices in it.
+
+    :param data: the split.
+    :param int start: the first point.
+    :param int stop: one past the last.
+    :returns: ``x (stop - start, D)`` and ``idx (stop - start,)``.
+    """
+    return data.x[start:stop], torch.arange(start, stop, device=data.x.device)
+
+
+def range_suffix(start: int, stop: int) -> str:
+    """The part of a shard report's file names that says which points it holds: ``_points_<start>-<stop>``."""
+    return f"_points_{start}-{stop}"
 
 
 def require_vae(run: Run, job: str) -> None:

@@ -130,6 +130,30 @@ class TrainConfig:
                     f"got --elbo {self.elbo}: pass --elbo meanfield")
         return None
 
+    def data_parallel_problem(self, world_size: int, num_points: int) -> str | None:
+        """Why this configuration cannot be trained data-parallel on ``world_size`` processes with ``num_points`` training
+        points (naming the option), or ``None``.
+
+        :param int world_size: the number of processes ``P``.
+        :param int num_points: the training points ``N``.
+        :returns: the reason, or ``None``.
+        """
+        if self.model not in ("vae", "ae"):
+            return (f"--model {self.model} under torchrun: data-parallel training supports --model vae and ae; the "
+                    f"adversarial and VQ-VAE trainers have their own optimizers and losses (train it on one process)")
+        if self.free_bits:
+            return (f"--free-bits {self.free_bits} under torchrun: free bits floor the KL per dimension averaged over "
+                    "the whole batch, which no process sees alone (train it on one process)")
+        if self.batch_size < world_size:
+            return (f"--batch-size {self.batch_size} under torchrun with {world_size} processes: every process needs a "
+                    "point of every batch (the batch size is the global batch, split over the processes)")
+        last = num_points % self.batch_size
+        if 0 < last < world_size:
+            return (f"--batch-size {self.batch_size} leaves a last batch of {last} point(s) in every epoch of the "
+                    f"{num_points} training points, fewer than the {world_size} processes: choose a batch size that "
+                    f"divides {num_points} or leaves at least {world_size}")
+        return None
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 

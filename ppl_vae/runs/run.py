@@ -19,7 +19,9 @@ What a training guarantees (each is tested, and ``benchmarks/fault_injection.py`
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from ppl_vae.conventions import check_pair
 from ppl_vae.data import Splits, check_images, load_splits, make_loader
 from ppl_vae.diagnostics.collapse import active_units, kl_per_dimension
+from ppl_vae.distributed import ProcessGroup, agree, broadcast_from_first, on_first, process_group
 from ppl_vae.estimators import elbo
 from ppl_vae.objectives.base import preserved_randomness
 from ppl_vae.runs.checkpoint import (
@@ -55,6 +58,7 @@ from ppl_vae.runs.config import (
 )
 from ppl_vae.runs.directory import RunLock
 from ppl_vae.runs.zoo import build_trainer
+from ppl_vae.training.distributed import DataParallelTrainer, check_replicas, replica_digest
 from ppl_vae.training.guards import TrainingDiverged, invalid_values_reason
 from ppl_vae.training.trainer import record, timer
 
@@ -181,65 +185,91 @@ def train_run(config: TrainConfig, run_dir, resume: bool = False, progress: bool
     result is bitwise that of an uninterrupted run. ``config`` must then equal the run's configuration except for
     :data:`~ppl_vae.runs.config.RESUMABLE` (:func:`resume_config` builds it from the options that change).
 
+    Under ``torchrun`` (several processes, :func:`ppl_vae.distributed.process_group`) the training is data-parallel
+    (:class:`~ppl_vae.training.distributed.DataParallelTrainer`): every process computes its block of each batch of
+    ``config.batch_size`` points, the update is that of one process on the whole batch (up to floating-point
+    rounding), and only rank 0 writes the run directory; every process reads the checkpoint it resumes.
+
     :raises RunDirectoryError: if ``run_dir`` is a file, holds other files, already holds a run (without
         ``resume``) or is locked by another training.
     :raises CheckpointError: if the checkpoint to resume is missing, corrupt or not loadable without code.
     :raises ValueError: if ``resume`` would change the configuration (naming the options) or train fewer epochs
-        than done.
+        than done; under ``torchrun``, for what data-parallel training cannot honour
+        (:meth:`~ppl_vae.runs.config.TrainConfig.data_parallel_problem`).
     :raises TrainingDiverged: on a non-finite loss, gradient or state; the last good checkpoint is kept on disk.
     :raises TrainingInterrupted: on Ctrl-C, saying which checkpoint is kept and how to resume.
     """
     run_dir = Path(run_dir)
     resolve_device(config.device)  # before anything is written
-    with RunLock(run_dir, resume):
+    with process_group(config.device) as group, contextlib.ExitStack() as lock:
+        failure = None
         try:
-            return _train(config, run_dir, resume, progress)
+            if group.is_first:  # the process that writes holds the run directory
+                lock.enter_context(RunLock(run_dir, resume))
+        except Exception as e:
+            failure = e
+        agree(group, failure)
+        try:
+            return _train(config, run_dir, resume, progress and group.is_first, group)
         except TrainingInterrupted:
             raise
         except KeyboardInterrupt as e:
-            raise TrainingInterrupted(_interrupted(run_dir, config)) from e
+            raise TrainingInterrupted(_interrupted(run_dir, config, group.world_size) if group.is_first else
+                                      f"process {group.rank} stopped; rank 0 says which checkpoint is kept") from e
 
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> Run:
-    state = None
-    if resume:
-        state = _load_state(run_dir)
-        saved = TrainConfig.from_dict(state["config"])
-        _refuse_changes(run_dir, saved, dataclasses.asdict(config))
-        if config.epochs < state["epoch"]:
-            raise ValueError(f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs the run in {run_dir} "
-                             f"has trained; pass --epochs {state['epoch']} or more")
-        config = saved.replace(**{k: getattr(config, k) for k in RESUMABLE})
-    device = resolve_device(config.device)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(config.seed)
-    splits = load_splits(config.dataset, config.data_dir, config.binarize, config.valid_size, config.seed).to(device)
-    check_images(splits.train.probs, likelihood="bernoulli", name=f"{config.dataset} training images")
-    x_dim = splits.train.probs.shape[1]
-    model = build_model(config, x_dim).to(device)
-    num_points = len(splits.train)
-    guide = build_guide(config, model, splits.train.probs[:2], num_points).to(device)
-    check_pair(model, guide, splits.train.probs[:2], torch.arange(2, device=device))
-    trainer = build_trainer(config, model, guide, build_objective(config))
-    loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
-    x0, _, i0 = next(iter(make_loader(splits.train, 2, shuffle=False)))
-    devices = _cuda_devices(device)
-    split = "valid" if len(splits.valid) else "test"
-    valid_x = getattr(splits, split).x
-    amortized = config.guide in AMORTIZED_GUIDES
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-        trainer.load_state_dict(state["optimizer"], x0, i0)
-        trainer.history = state["history"]
-        start_epoch = state["epoch"]
-        set_rng_state(state["rng"], loader.generators, devices)  # last: nothing draws between this and training
-    else:
-        trainer.history.update(objective=describe_objective(config), valid_split=split)
-        if split != "valid":
-            trainer.history[f"{split}_elbo"] = trainer.history.pop("valid_elbo")
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, group: ProcessGroup) -> Run:
+    state, failure = None, None
+    try:  # every process sets up the same; if one fails, all stop (agree) before anything is written
+        if resume:
+            state = _load_state(run_dir)
+            saved = TrainConfig.from_dict(state["config"])
+            _refuse_changes(run_dir, saved, dataclasses.asdict(config))
+            if config.epochs < state["epoch"]:
+                raise ValueError(f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs the run in "
+                                 f"{run_dir} has trained; pass --epochs {state['epoch']} or more")
+            config = saved.replace(**{k: getattr(config, k) for k in RESUMABLE})
+        device = resolve_device(config.device)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(config.seed)
+        splits = load_splits(config.dataset, config.data_dir, config.binarize, config.valid_size, config.seed).to(device)
+        check_images(splits.train.probs, likelihood="bernoulli", name=f"{config.dataset} training images")
+        x_dim = splits.train.probs.shape[1]
+        num_points = len(splits.train)
+        problem = config.data_parallel_problem(group.world_size, num_points) if group.distributed else None
+        if problem:
+            raise ValueError(problem)
+        model = build_model(config, x_dim).to(device)
+        guide = build_guide(config, model, splits.train.probs[:2], num_points).to(device)
+        check_pair(model, guide, splits.train.probs[:2], torch.arange(2, device=device))
+        objective = build_objective(config)
+        trainer = (DataParallelTrainer(model, guide, objective, config.lr, group) if group.distributed
+                   else build_trainer(config, model, guide, objective))
+        loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=config.seed)
+        x0, _, i0 = next(iter(make_loader(splits.train, 2, shuffle=False)))
+        devices = _cuda_devices(device)
+        split = "valid" if len(splits.valid) else "test"
+        valid_x = getattr(splits, split).x
+        amortized = config.guide in AMORTIZED_GUIDES
+        start_epoch = 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            guide.load_state_dict(state["guide"])
+            trainer.load_state_dict(state["optimizer"], x0, i0)
+            trainer.history = state["history"]
+            start_epoch = state["epoch"]
+            set_rng_state(state["rng"], loader.generators, devices)  # last: nothing draws between this and training
+        else:
+            trainer.history.update(objective=describe_objective(config), valid_split=split)
+            if split != "valid":
+                trainer.history[f"{split}_elbo"] = trainer.history.pop("valid_elbo")
+    except Exception as e:
+        failure = e
+    agree(group, failure)
     committed = {"epoch": start_epoch}
+
+    def digest() -> str:
+        return replica_digest(model, guide, optimizer=trainer.optimizer, generators=loader.generators, devices=devices)
 
     def snapshot(epoch: int) -> bytes:
         snap = {"config": dataclasses.asdict(config), "model": model.state_dict(), "guide": guide.state_dict(),
@@ -260,11 +290,32 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
         atomic_write_bytes(run_dir / CHECKPOINT, data)
         committed["epoch"] = epoch
 
-    _write_json(run_dir / "config.json", dataclasses.asdict(config))  # what is trained from now on
-    if state is None:
-        commit(0)  # the initial state: evaluable, and resumable with the same streams
-    else:
-        _write_json(run_dir / "history.json", trainer.history)  # drop an epoch trained but not committed
+    def start() -> None:
+        _write_json(run_dir / "config.json", dataclasses.asdict(config))  # what is trained from now on
+        if state is None:
+            commit(0)  # the initial state: evaluable, and resumable with the same streams
+        else:
+            _write_json(run_dir / "history.json", trainer.history)  # drop an epoch trained but not committed
+
+    def finish(epoch: int, train: dict, seconds: float) -> None:
+        """Validation, diagnostics, history and checkpoint of an epoch (rank 0's part)."""
+        # a per-datapoint guide has no parameters for validation points: no validation ELBO
+        valid = _evaluate(model, guide, valid_x, config.eval_samples, config.seed, device, split) if amortized else math.nan
+        record(trainer.history, epoch, seconds, **{f"{split}_elbo": valid}, **train)
+        if config.model == "vae" and config.guide == "amortized":  # posterior-collapse diagnostics
+            with torch.no_grad(), preserved_randomness():
+                kl = kl_per_dimension(model, guide, valid_x[:COLLAPSE_POINTS])
+                units = active_units(guide, valid_x[:COLLAPSE_POINTS]).count
+            if not torch.isfinite(kl).all():
+                raise TrainingDiverged(f"The KL per latent dimension on the {split} points became non-finite")
+            trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
+            trainer.history.setdefault("active_units", []).append(units)
+        logger.info(_epoch_line(epoch, train, split, valid, seconds))
+        commit(epoch)
+
+    if group.distributed:
+        check_replicas(group, digest(), "at the start")
+    on_first(group, start)
     bar = tqdm(total=(config.epochs - start_epoch) * len(loader), disable=not progress, unit="step", desc="train")
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -273,27 +324,20 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool) -> 
             try:
                 train = trainer.train_epoch(loader, bar)
                 seconds = elapsed()
-                # a per-datapoint guide has no parameters for validation points: no validation ELBO
-                valid = _evaluate(model, guide, valid_x, config.eval_samples, config.seed, device, split) if amortized else math.nan
-                record(trainer.history, epoch, seconds, **{f"{split}_elbo": valid}, **train)
-                if config.model == "vae" and config.guide == "amortized":  # posterior-collapse diagnostics
-                    with torch.no_grad(), preserved_randomness():
-                        kl = kl_per_dimension(model, guide, valid_x[:COLLAPSE_POINTS])
-                        units = active_units(guide, valid_x[:COLLAPSE_POINTS]).count
-                    if not torch.isfinite(kl).all():
-                        raise TrainingDiverged(f"The KL per latent dimension on the {split} points became non-finite")
-                    trainer.history.setdefault("kl_per_dim", []).append(kl.tolist())
-                    trainer.history.setdefault("active_units", []).append(units)
-                logger.info(_epoch_line(epoch, train, split, valid, seconds))
-                commit(epoch)
+                if group.distributed:
+                    check_replicas(group, digest(), f"after epoch {epoch}")
+                on_first(group, functools.partial(finish, epoch, train, seconds))
             except TrainingDiverged as e:
+                if not group.is_first:
+                    raise
                 raise TrainingDiverged(
                     f"{e}. Epoch {epoch} abandoned; the last good checkpoint (epoch {committed['epoch']}) is kept at "
                     f"{run_dir / CHECKPOINT}"
                 ) from e
     finally:
         bar.close()
-    return Run(run_dir, config, model, guide, trainer.history, device, config.epochs)
+    history = broadcast_from_first(group, trainer.history)  # rank 0 keeps the history
+    return Run(run_dir, config, model, guide, history, device, config.epochs)
 
 
 def _epoch_line(epoch: int, train: dict, split: str, valid: float, seconds: float) -> str:
@@ -304,13 +348,14 @@ def _epoch_line(epoch: int, train: dict, split: str, valid: float, seconds: floa
     return line + f"  {split} ELBO {valid:.2f}  ({seconds:.1f} s)"
 
 
-def _interrupted(run_dir: Path, config: TrainConfig) -> str:
+def _interrupted(run_dir: Path, config: TrainConfig, processes: int = 1) -> str:
     try:
         epoch = load_checkpoint(run_dir / CHECKPOINT)["epoch"]
     except CheckpointError:
         return f"before the first checkpoint of {run_dir}; start the training again (without --resume)"
+    command = "ppl-vae" if processes == 1 else f"torchrun --standalone --nproc_per_node={processes} -m ppl_vae.cli"
     return (f"the checkpoint of epoch {epoch} is kept in {run_dir / CHECKPOINT}; continue with: "
-            f"ppl-vae train --out {run_dir} --epochs {config.epochs} --resume")
+            f"{command} train --out {run_dir} --epochs {config.epochs} --resume")
 
 
 def load_run(run_dir, device: str = "cpu", checkpoint: str | Path | None = None) -> Run:

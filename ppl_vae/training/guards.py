@@ -83,7 +83,7 @@ def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
 
 
 def guarded_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: int | None = None, *, names: dict | None = None,
-                   only_own_gradients: bool = False, what: str = "The loss") -> None:
+                   only_own_gradients: bool = False, what: str = "The loss", sync=None) -> None:
     """Back-propagate ``loss`` and take ``optimizer``'s step, unless something is not finite.
 
     :param loss: a finite scalar (checked).
@@ -92,6 +92,9 @@ def guarded_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: i
     :param dict names: ``{id(parameter): name}`` for messages (default: the position in the optimizer).
     :param bool only_own_gradients: compute gradients for this optimizer's parameters only
         (``backward(inputs=...)``, for players of a game that must not touch each other's ``.grad``).
+    :param sync: for data-parallel training (:class:`~ppl_vae.training.distributed.DataParallelTrainer`): an object
+        whose ``gradients(params)`` sums the gradients over the processes in place after the backward pass and whose
+        ``any(flag)`` says whether ``flag`` holds on any process, so every process takes the same decisions.
     :raises TrainingDiverged: on a non-finite loss or gradient (nothing updated) or parameters made non-finite by
         the update.
     """
@@ -99,22 +102,30 @@ def guarded_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: i
     check_loss(loss, step, what)
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params if only_own_gradients else None)
+    if sync is not None:
+        sync.gradients(params)
     grads = [(p, p.grad) for p in params if p.grad is not None]
     bad = _bad([g for _, g in grads], squares=True)
-    if bad:
+    if _anywhere(bool(bad), sync):
         optimizer.zero_grad(set_to_none=True)
-        which = [_name(grads[i][0], names, params) for i in bad]
+        which = [_name(grads[i][0], names, params) for i in bad] or ["the parameters of another process"]
         raise TrainingDiverged(
             f"The gradient of {what.lower()} became non-finite (or too large for Adam's second moment) {_at(step)} "
             f"in {_listing(which)}; the update was not applied (lower the learning rate or check the data)"
         )
     optimizer.step()
     bad = _bad([p.detach() for p in params], squares=False)
-    if bad:
+    if _anywhere(bool(bad), sync):
+        which = [_name(params[i], names, params) for i in bad] or ["the parameters of another process"]
         raise TrainingDiverged(
-            f"The update {_at(step)} made {_listing([_name(params[i], names, params) for i in bad])} non-finite "
+            f"The update {_at(step)} made {_listing(which)} non-finite "
             "(the learning rate is too large); these in-memory parameters are invalid"
         )
+
+
+def _anywhere(flag: bool, sync) -> bool:
+    """``flag`` on this process, or on any process of a data-parallel training (every process must ask)."""
+    return flag if sync is None else sync.any(flag)
 
 
 def _name(p, names, params) -> str:

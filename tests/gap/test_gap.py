@@ -190,10 +190,11 @@ def test_log_p_hat_stays_a_lower_bound_with_a_poor_encoder_and_short_ais():
     assert gap.log_p_hat.mean() < exact.mean() + max(2 * err, 0.02)
     assert "ais" in gap.estimates and gap.log_p_hat_from == "iwae_mixture"
     assert gap.approximation_gap().mean().item() == pytest.approx(ffg_gap.item(), abs=0.1)
-    # L[q] of an encoder this poor (KL ~ 60 nats) is a 2000-sample Monte-Carlo mean of widely spread log-weights:
-    # its own error is ~0.2 nats, so these two are checked to 1 % (the approximation gap above to 0.1 nats)
-    assert gap.inference_gap().mean().item() == pytest.approx(kl_q.mean().item(), rel=0.01)
-    assert gap.amortization_gap().mean().item() == pytest.approx((kl_q - ffg_gap).mean().item(), rel=0.01)
+    # L[q] of an encoder this poor (KL ~ 60 nats) is a 2000-sample Monte-Carlo mean of widely spread log-weights
+    # (measured: per-point standard deviations 22 to 85 nats), so its own error over the 12 points is 0.29 nats:
+    # these two are checked to three such errors, 0.9 nats (1.4 %; the approximation gap above to 0.1 nats)
+    assert gap.inference_gap().mean().item() == pytest.approx(kl_q.mean().item(), abs=0.9)
+    assert gap.amortization_gap().mean().item() == pytest.approx((kl_q - ffg_gap).mean().item(), abs=0.9)
 
 
 def test_stopping_rule_decays_the_step_size_before_it_stops():
