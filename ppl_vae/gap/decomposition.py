@@ -240,8 +240,8 @@ class InferenceGap:
 
         points, fit = data["per_point"], data["per_point_fit"]
         local = {k.removeprefix("elbo_local_"): values(v) for k, v in points.items() if k.startswith("elbo_local_")}
-        estimates = {k: values(v) for k, v in points.items()
-                     if k not in ("log_p_hat", "elbo_amortized") and not k.startswith("elbo_local_")}
+        estimates = {k: values(v) for k, v in points.items() if k not in ("log_p_hat", "elbo_amortized")
+                     and not k.startswith(("elbo_local_", "steps_", "converged_"))}  # (the fit's: per_point_fit)
         return cls(values(points["log_p_hat"]), values(points["elbo_amortized"]), local, data["encoder_family"],
                    {k: values(v, torch.long) for k, v in fit["steps"].items()},
                    {int(k): values(v) for k, v in fit["curve"].items()}, estimates, dict(data["info"]),

@@ -184,7 +184,7 @@ class Evaluation:
         if self.bdmc is not None:
             b = self.bdmc
             gap = Estimate("gap", b.gap)
-            lines += [f"BDMC on {b.x.shape[0]} points simulated from the model (not the data above), "
+            lines += [f"BDMC on {b.lower.per_point.numel()} points simulated from the model (not the data above), "
                       f"{b.info['num_steps']} AIS steps x {b.info['num_chains']} chains:",
                       f"{'lower (forward AIS)':<20} {b.lower.mean:>12.3f} {b.lower.stderr:>8.3f}",
                       f"{'upper (reverse AIS)':<20} {b.upper.mean:>12.3f} {b.upper.stderr:>8.3f}",

@@ -52,8 +52,11 @@ def test_a_study_gives_a_point_the_same_results_alone_and_in_a_batch_of_ten(floa
              **{f"pilot {k}": (v, alone.pilots[k]) for k, v in full.pilots.items()}}
     for name, (a, b) in pairs.items():
         # to float32 rounding: the encoder's matrix products round differently for 10 rows and for 2 (BLAS picks
-        # its kernels by shape), which moves a q* start, hence its fit, by about one ulp; most values are bitwise equal
-        assert torch.allclose(a[PICK], b, rtol=2e-6, atol=0, equal_nan=True), name
+        # its kernels by shape), which moves a q* start, hence its fit, by about one ulp; most values are bitwise equal.
+        # Pareto k̂ is a fitted shape parameter of the largest weights: it moves that ulp further (1e-4 on a
+        # threshold of 0.7)
+        tolerance = {"rtol": 0, "atol": 1e-4} if name.startswith("khat") else {"rtol": 2e-6, "atol": 0}
+        assert torch.allclose(a[PICK], b, equal_nan=True, **tolerance), (name, a[PICK] - b)
     for f in full.steps:
         assert torch.equal(full.steps[f][PICK], alone.steps[f]) and torch.equal(full.converged[f][PICK], alone.converged[f])
     for k in alone.curve:
