@@ -12,6 +12,7 @@ On a shared machine run it small and say so, e.g. ``--points 10 20 --eval-sample
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import subprocess
@@ -50,13 +51,14 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--max-steps", type=int, default=3000)
     parser.add_argument("--families", nargs="+", default=["ffg", "flow"])
+    parser.add_argument("--keep", default=None, help="keep the reports in this directory (default: a temporary one)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "ppl_vae.cli"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ppl_vae.cli"]
     print(f"{'points':>7} {'1 proc x 2 threads s':>21} {'2 procs x 1 thread s':>21}   (eval samples {args.eval_samples}, "
           f"q* at most {args.max_steps} steps, families {' '.join(args.families)})")
     one, two = [], []
-    with tempfile.TemporaryDirectory() as out:
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()) as out:
         for n in args.points:
             one.append(_timed([*cli, *_gap_argv(args.run, n, args, f"{out}/one_{n}")], threads=2))
             two.append(_timed([*torchrun, *_gap_argv(args.run, n, args, f"{out}/two_{n}")], threads=1))
