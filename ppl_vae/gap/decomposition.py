@@ -268,8 +268,11 @@ class InferenceGap:
         for p in parts[1:]:
             other = {k: v for k, v in p.info.items() if k != "warning"}
             if other != settings or p.encoder_family != first.encoder_family:
-                raise ValueError(f"Expected gaps measured with the same settings, got {settings} (encoder family "
-                                 f"{first.encoder_family!r}) and {other} ({p.encoder_family!r})")
+                differ = sorted(k for k in {*settings, *other} if settings.get(k) != other.get(k))
+                if p.encoder_family != first.encoder_family:
+                    differ.append("encoder family")
+                raise ValueError(f"Expected gaps measured with the same settings, but {differ} differ: "
+                                 f"{ {k: settings.get(k) for k in differ} } and { {k: other.get(k) for k in differ} }")
             for what in ("elbo_local", "steps", "converged", "curve", "estimates", "pilots"):
                 if set(getattr(p, what)) != set(getattr(first, what)):
                     raise ValueError(f"Expected gaps with the same {what}, got {sorted(getattr(first, what))} and "

@@ -362,12 +362,19 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
         raise ValueError("Expected at least one shard evaluation to merge, got none")
     if any("points" not in p.meta for p in parts):
         raise ValueError("Expected shard evaluations that record their points, but one does not")
+    for p in parts:  # the range a shard claims must be the points it holds
+        a, b = p.meta["points"]
+        held = {e.per_point.numel() for e in p.estimates.values()}
+        if held != {b - a}:
+            raise ValueError(f"Expected the shard of points {a}:{b} to hold {b - a} points per estimate, got "
+                             f"{sorted(held)}")
     parts = sorted(parts, key=lambda p: p.meta["points"][0])
     same = {k: v for k, v in parts[0].meta.items() if k != "points"}
     for p in parts[1:]:
         other = {k: v for k, v in p.meta.items() if k != "points"}
         if other != same:
-            raise ValueError(f"Expected shards of one evaluation (the same run and split), got {same} and {other}")
+            differ = sorted(k for k in {*same, *other} if same.get(k) != other.get(k))
+            raise ValueError(f"Expected shards of one evaluation (the same run and split), but {differ} differ")
     for before, after in zip(parts, parts[1:]):
         (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
         if a1 != b0:

@@ -179,13 +179,20 @@ def merge_gap_reports(reports: Sequence[GapReport]) -> GapReport:
     missing = [i for i, r in enumerate(reports) if "points" not in r.meta]
     if missing:
         raise ValueError(f"Expected shard reports that record their points, but report {missing[0]} does not")
+    for r in reports:  # the range a shard claims must be the points it holds
+        a, b = r.meta["points"]
+        held = {len(g.log_p_hat) for g in r.columns.values()}
+        if held != {b - a}:
+            raise ValueError(f"Expected the shard of points {a}:{b} to hold {b - a} points per column, got {sorted(held)}")
     reports = sorted(reports, key=lambda r: r.meta["points"][0])
     first = reports[0]
     same = {k: v for k, v in first.meta.items() if k != "points"}
     for r in reports[1:]:
         other = {k: v for k, v in r.meta.items() if k != "points"}
         if other != same or r.description != first.description:
-            raise ValueError(f"Expected shards of one study (the same run, epoch and settings), got {same} and {other}")
+            differ = sorted(k for k in {*same, *other} if same.get(k) != other.get(k))
+            what = f"{differ} differ" if differ else f"their settings differ:\n  {first.description}\n  {r.description}"
+            raise ValueError(f"Expected shards of one study (the same run, epoch and settings), but {what}")
         if [c.split(" (")[0] for c in r.columns] != [c.split(" (")[0] for c in first.columns]:
             raise ValueError(f"Expected shards with the same splits, got {list(first.columns)} and {list(r.columns)}")
     for before, after in zip(reports, reports[1:]):
