@@ -386,6 +386,16 @@ def _messages_only() -> argparse.ArgumentParser:
     return common
 
 
+def _point_options(parser, split: str, default: str, output: str) -> None:
+    """``--num-points`` (``--n``), ``--points A:B`` and ``--shard I/K``: which points of the split(s) a job measures."""
+    parser.add_argument("--num-points", "--n", dest="n", type=_integer(1), default=None,
+                        help=f"the first n points {split} (default {default}); --n is short for it (not under torchrun)")
+    parser.add_argument("--points", type=_point_range, default=None, metavar="A:B",
+                        help=f"the points A to B-1 {split} instead; writes a shard {output} named by them")
+    parser.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                        help="only shard I (0-based) of K contiguous shards of those points; merge with merge-shards")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ppl-vae`` (imports neither torch nor pyro).
 
@@ -439,12 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", parents=[common], help="estimate the test ELBO (and IWAE bound) of a run")
     e.add_argument("run", type=_run_dir)
     e.add_argument("--split", default="test", choices=SPLITS)
-    e.add_argument("--num-points", "--n", dest="n", type=positive, default=None,
-                   help="the first n points of the split (default: all); --n is short for it (not under torchrun)")
-    e.add_argument("--points", type=_point_range, default=None, metavar="A:B",
-                   help="the points A to B-1 of the split instead; writes a shard file named by them")
-    e.add_argument("--shard", type=_shard, default=None, metavar="I/K",
-                   help="only shard I (0-based) of K contiguous shards of those points; merge with merge-shards")
+    _point_options(e, "of the split", "all", "file")
     e.add_argument("--samples", type=positive, default=1, help="Monte-Carlo samples per point for the ELBO")
     e.add_argument("--iwae", type=natural, default=0, metavar="K", help="also the IWAE bound with K samples")
     e.add_argument("--ais", action="store_true", help="also annealed importance sampling (HMC transitions)")
@@ -464,12 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("run", type=_run_dir)
     g.add_argument("--split", nargs="+", default=["test"], choices=SPLITS,
                    help="one column per split (e.g. --split train test: how well the encoder generalizes)")
-    g.add_argument("--num-points", "--n", dest="n", type=positive, default=None,
-                   help="the first n points of each split (default 1000); --n is short for it (not under torchrun)")
-    g.add_argument("--points", type=_point_range, default=None, metavar="A:B",
-                   help="the points A to B-1 of each split instead; writes a shard report named by them")
-    g.add_argument("--shard", type=_shard, default=None, metavar="I/K",
-                   help="only shard I (0-based) of K contiguous shards of those points; merge with merge-shards")
+    _point_options(g, "of each split", "1000", "report")
     g.add_argument("--families", nargs="+", default=["ffg", "flow"], choices=FAMILIES, help="per-datapoint families q* to fit")
     g.add_argument("--eval-samples", type=_integer(2), default=5000, help="samples per point for every final bound")
     g.add_argument("--init", default="guide", choices=("guide", "prior"), help="start q* at the encoder or the prior")

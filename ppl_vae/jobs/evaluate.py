@@ -22,7 +22,6 @@ References:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,7 @@ from ppl_vae.data.splits import check_images
 from ppl_vae.estimators import BDMC, Estimate, ais, bdmc, elbo, iwae_bound, prior_mc, select_by_pilot
 from ppl_vae.runs import Run
 
-from .inputs import as_run, point_range, select_points, split_data
+from .inputs import as_run, differing, order_shards, point_range, read_report, select_points, split_data
 from .outputs import write_json
 
 __all__ = ["Evaluation", "evaluate", "evaluate_run", "log_p_hat", "load_evaluation", "merge_evaluations",
@@ -339,14 +338,7 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation:
     :raises ValueError: if the file is not an evaluation with per-point values.
     :raises OSError: if it cannot be read.
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Expected an evaluation's JSON in {str(path)!r}, but it is not valid JSON ({e})") from None
-    try:
-        return Evaluation.from_dict(data)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"Expected an evaluation with per-point values in {str(path)!r}: {e}") from None
+    return read_report(path, Evaluation.from_dict, "an evaluation")
 
 
 def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
@@ -358,28 +350,13 @@ def merge_evaluations(parts: Sequence[Evaluation]) -> Evaluation:
     :raises ValueError: for no parts, parts of different runs, splits or settings, or point ranges that overlap or
         leave a hole (named).
     """
-    if not parts:
-        raise ValueError("Expected at least one shard evaluation to merge, got none")
-    if any("points" not in p.meta for p in parts):
-        raise ValueError("Expected shard evaluations that record their points, but one does not")
-    for p in parts:  # the range a shard claims must be the points it holds
-        a, b = p.meta["points"]
-        held = {e.per_point.numel() for e in p.estimates.values()}
-        if held != {b - a}:
-            raise ValueError(f"Expected the shard of points {a}:{b} to hold {b - a} points per estimate, got "
-                             f"{sorted(held)}")
-    parts = sorted(parts, key=lambda p: p.meta["points"][0])
+    parts = order_shards(parts, lambda p: {e.per_point.numel() for e in p.estimates.values()}, "evaluation")
     same = {k: v for k, v in parts[0].meta.items() if k != "points"}
     for p in parts[1:]:
         other = {k: v for k, v in p.meta.items() if k != "points"}
         if other != same:
-            differ = sorted(k for k in {*same, *other} if same.get(k) != other.get(k))
-            raise ValueError(f"Expected shards of one evaluation (the same run and split), but {differ} differ")
-    for before, after in zip(parts, parts[1:]):
-        (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
-        if a1 != b0:
-            what = "overlap" if a1 < b0 else "leave out the points between them"
-            raise ValueError(f"Expected shards whose points follow each other, but {a0}:{b0} and {a1}:{b1} {what}")
+            raise ValueError(f"Expected shards of one evaluation (the same run and split), but {differing(same, other)} "
+                             "differ")
     merged = Evaluation.concat(parts)
     merged.meta = {**same, "points": [parts[0].meta["points"][0], parts[-1].meta["points"][1]]}
     return merged

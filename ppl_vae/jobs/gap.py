@@ -16,7 +16,6 @@ Example (a tiny budget, as in the tests)::
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,7 +25,19 @@ from ppl_vae.figures.gap import plot_gap_bars, plot_gap_over_training, plot_semi
 from ppl_vae.gap import GapOverTraining, GapReport, InferenceGap, inference_gap
 from ppl_vae.runs import Run, kept_checkpoints, load_run
 
-from .inputs import SPLITS, as_run, first_points, point_range, range_suffix, require_vae, select_points, split_data
+from .inputs import (
+    SPLITS,
+    as_run,
+    differing,
+    first_points,
+    order_shards,
+    point_range,
+    range_suffix,
+    read_report,
+    require_vae,
+    select_points,
+    split_data,
+)
 from .outputs import json_bytes, staged_directory
 
 __all__ = ["gap_run", "gap_over_training", "save_gap_report", "save_gap_over_training", "load_gap_report",
@@ -153,14 +164,7 @@ def load_gap_report(path: str | os.PathLike) -> GapReport:
     :raises ValueError: if the file is not a gap report with per-point values.
     :raises OSError: if it cannot be read.
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Expected a gap report's JSON in {str(path)!r}, but it is not valid JSON ({e})") from None
-    try:
-        return GapReport.from_dict(data)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"Expected a gap report with per-point values in {str(path)!r}: {e}") from None
+    return read_report(path, GapReport.from_dict, "a gap report")
 
 
 def merge_gap_reports(reports: Sequence[GapReport]) -> GapReport:
@@ -174,32 +178,17 @@ def merge_gap_reports(reports: Sequence[GapReport]) -> GapReport:
     :raises ValueError: for no reports, reports of different runs, splits or settings, or point ranges that overlap
         or leave a hole (named).
     """
-    if not reports:
-        raise ValueError("Expected at least one shard report to merge, got none")
-    missing = [i for i, r in enumerate(reports) if "points" not in r.meta]
-    if missing:
-        raise ValueError(f"Expected shard reports that record their points, but report {missing[0]} does not")
-    for r in reports:  # the range a shard claims must be the points it holds
-        a, b = r.meta["points"]
-        held = {len(g.log_p_hat) for g in r.columns.values()}
-        if held != {b - a}:
-            raise ValueError(f"Expected the shard of points {a}:{b} to hold {b - a} points per column, got {sorted(held)}")
-    reports = sorted(reports, key=lambda r: r.meta["points"][0])
+    reports = order_shards(reports, lambda r: {len(g.log_p_hat) for g in r.columns.values()}, "report")
     first = reports[0]
     same = {k: v for k, v in first.meta.items() if k != "points"}
     for r in reports[1:]:
         other = {k: v for k, v in r.meta.items() if k != "points"}
         if other != same or r.description != first.description:
-            differ = sorted(k for k in {*same, *other} if same.get(k) != other.get(k))
+            differ = differing(same, other)
             what = f"{differ} differ" if differ else f"their settings differ:\n  {first.description}\n  {r.description}"
             raise ValueError(f"Expected shards of one study (the same run, epoch and settings), but {what}")
         if [c.split(" (")[0] for c in r.columns] != [c.split(" (")[0] for c in first.columns]:
             raise ValueError(f"Expected shards with the same splits, got {list(first.columns)} and {list(r.columns)}")
-    for before, after in zip(reports, reports[1:]):
-        (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
-        if a1 != b0:
-            what = "overlap" if a1 < b0 else "leave out the points between them"
-            raise ValueError(f"Expected shards whose points follow each other, but {a0}:{b0} and {a1}:{b1} {what}")
     start, stop = first.meta["points"][0], reports[-1].meta["points"][1]
     columns = {}
     for position, title in enumerate(first.columns):

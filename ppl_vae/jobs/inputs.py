@@ -2,7 +2,9 @@
 checked against the run's model before any work starts."""
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -140,3 +142,58 @@ def require_vae(run: Run, job: str) -> None:
     """
     if run.config.model != "vae":
         raise ValueError(f"{job} needs a VAE, whose ELBO bounds log p(x); the run's model is {run.config.model!r}")
+
+
+def read_report(path: str | os.PathLike, from_dict: Callable, what: str):
+    """A report's JSON file read back with ``from_dict``.
+
+    :param path: the JSON file.
+    :param from_dict: the report class's ``from_dict``.
+    :param str what: the kind of report, for messages (e.g. ``"a gap report"``).
+    :returns: what ``from_dict`` returns.
+    :raises ValueError: if the file is not valid JSON or not such a report with per-point values.
+    :raises OSError: if it cannot be read.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Expected {what}'s JSON in {str(path)!r}, but it is not valid JSON ({e})") from None
+    try:
+        return from_dict(data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"Expected {what} with per-point values in {str(path)!r}: {e}") from None
+
+
+def order_shards(parts: Sequence, held: Callable[[object], set[int]], what: str) -> list:
+    """Shard reports in the order of their points, checked to tile one range: each records its range
+    (``meta["points"]``), holds that many points (``held(part)``: the set of per-point lengths it holds), and starts
+    where the one before ends.
+
+    :param parts: shard reports (with ``meta``), in any order.
+    :param held: the per-point lengths a report holds (one set element when they agree).
+    :param str what: ``"report"`` or ``"evaluation"``, for messages.
+    :returns: the reports sorted by their first point.
+    :raises ValueError: for no reports, one that does not record its range or holds other than its range's points,
+        or ranges that overlap or leave a hole (named).
+    """
+    if not parts:
+        raise ValueError(f"Expected at least one shard {what} to merge, got none")
+    missing = [i for i, p in enumerate(parts) if "points" not in p.meta]
+    if missing:
+        raise ValueError(f"Expected shard {what}s that record their points, but {what} {missing[0]} does not")
+    for p in parts:  # the range a shard claims must be the points it holds (a file edited by hand)
+        a, b = p.meta["points"]
+        if held(p) != {b - a}:
+            raise ValueError(f"Expected the shard of points {a}:{b} to hold {b - a} points, got {sorted(held(p))}")
+    parts = sorted(parts, key=lambda p: p.meta["points"][0])
+    for before, after in zip(parts, parts[1:]):
+        (a0, b0), (a1, b1) = before.meta["points"], after.meta["points"]
+        if a1 != b0:
+            gap = "overlap" if a1 < b0 else "leave out the points between them"
+            raise ValueError(f"Expected shards whose points follow each other, but {a0}:{b0} and {a1}:{b1} {gap}")
+    return parts
+
+
+def differing(a: dict, b: dict) -> list[str]:
+    """The keys whose values differ between two dicts (missing counts as ``None``)."""
+    return sorted(k for k in {*a, *b} if a.get(k) != b.get(k))

@@ -95,7 +95,7 @@ def test_merging_refuses_overlaps_holes_and_other_studies(tiny_run, tmp_path, ca
     with pytest.raises(ValueError, match=r"the same settings, but \['seed'\] differ"):
         merge_gap_reports([a, other])
     a.meta["points"] = [0, 3]  # a shard file edited by hand (a tester's case): it claims a point it does not hold
-    with pytest.raises(ValueError, match=r"Expected the shard of points 0:3 to hold 3 points per column, got \[2\]"):
+    with pytest.raises(ValueError, match=r"Expected the shard of points 0:3 to hold 3 points, got \[2\]"):
         merge_gap_reports([a, c])
     a.meta["points"] = [0, 2]
     (tmp_path / "gap.json").write_bytes(json_bytes(a.to_dict()))
