@@ -21,12 +21,13 @@ demo: install
 	rm -rf $(DEMO_DIR)
 	$(BIN)/ppl-vae train --out $(DEMO_DIR) --epochs $(DEMO_EPOCHS) --elbo meanfield
 	$(BIN)/ppl-vae evaluate $(DEMO_DIR) --iwae 1000
-	$(BIN)/ppl-vae gap $(DEMO_DIR) --split test --n 200 --eval-samples 1000 --max-steps 1500
+	$(BIN)/ppl-vae gap $(DEMO_DIR) --split test --n 200 --eval-samples 1000
 	$(BIN)/ppl-vae plot $(DEMO_DIR)
 	@echo "reports: $(DEMO_DIR)/evaluation_test.json $(DEMO_DIR)/gap/gap_test.md  figures: $(DEMO_DIR)/figures/ $(DEMO_DIR)/gap/"
 
+# two pytest-xdist workers (one thread each, tests/conftest.py), a test file per worker (module fixtures once)
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # ruff, with the configuration in pyproject.toml
 lint: install

@@ -47,8 +47,8 @@ def main(args):
         plot_semi_amortized(columns[name], out / f"semi_amortized_{guide}.png")
     header = (f"{args.dataset}, {args.binarize} binarization, {args.epochs} training epochs per model (Cremer et al.: "
               f"3,280), batch 100, Adam 1e-3, Trace_ELBO; {x.shape[0]} test points; bounds with {args.eval_samples} "
-              f"samples per point; q* from the encoder, Adam 1e-2, 8 samples/step, window 100, patience 3, at most "
-              f"{args.max_steps} steps. Nats per data point, mean ± s.e.\n\n")
+              f"samples per point; q* from the encoder, Adam 1e-2, 8 samples/step, window 100, patience 2, 2 step-size "
+              f"decays, at most {args.max_steps} steps. Nats per data point, mean ± s.e.\n\n")
     table = markdown_table(columns)
     (out / "gap_table.md").write_text(header + table + "\n")
     (out / "gap_table.json").write_text(json.dumps({"columns": {k: g.to_dict(per_point=False) for k, g in columns.items()},

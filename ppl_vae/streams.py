@@ -11,8 +11,8 @@ result is then the same whether it is computed alone, in a chunk of 1,000, in an
 sample site inside the data plate from them: reparameterized families (``Normal``, ``MultivariateNormal``,
 ``LogNormal`` and other shape-preserving ``TransformedDistribution`` s of those, and the ``Independent`` / expanded /
 masked wrappers; distributions with an ``rsample_from_noise(noise)`` method) through their standard-normal noise, so
-gradients flow as with ``rsample``; any other distribution point by point, with the global generator set from the
-point's stream (exact, slower: each point's draw samples the whole batch).
+gradients flow as with ``rsample``; a point mass (``Delta``) as it is; any other distribution point by point, with the
+global generator set from the point's stream (exact, slower: each point's draw samples the whole batch).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 
 import torch
+from pyro.distributions import Delta
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
@@ -205,8 +206,8 @@ class PerPointSampling(Messenger):
         if msg["is_observed"] or msg["done"] or msg["value"] is not None or isinstance(msg["fn"], _Subsample):
             return  # (a plate's subsample indices are not a latent)
         frames = [f for f in msg["cond_indep_stack"] if f.name == DATA_PLATE]
-        if not frames:
-            return
+        if not frames or _is_delta(msg["fn"]):
+            return  # (a point mass draws no random numbers)
         fn = msg["fn"]
         full = fn.batch_shape + fn.event_shape
         position = len(fn.batch_shape) + frames[0].dim
@@ -241,6 +242,14 @@ class PerPointSampling(Messenger):
             with self.streams.fork(k):
                 draws.append(one.rsample() if getattr(fn, "has_rsample", False) else one.sample())
         return torch.stack(draws, position)
+
+
+def _is_delta(fn) -> bool:
+    """Whether ``fn`` is a point mass (Pyro's ``Delta``, possibly inside ``Independent`` / expanded / masked
+    wrappers), whose draw takes no random numbers."""
+    while isinstance(fn, (td.Independent, MaskedDistribution, ExpandedDistribution)):
+        fn = fn.base_dist
+    return isinstance(fn, Delta)
 
 
 def _has_mean(fn) -> bool:

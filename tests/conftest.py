@@ -1,6 +1,14 @@
+import os
+
 import pyro
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on two cores: one thread each (and in the processes they start), as
+    # two torch processes with two threads each slow each other down badly
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -68,7 +68,7 @@ def _same(a, b, path="report"):
         assert len(a) == len(b), path
         for i, (u, v) in enumerate(zip(a, b)):
             _same(u, v, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):  # float32 rounding of q* starts (see test_shards.py)
-        assert math.isclose(a, b, rel_tol=2e-6, abs_tol=1e-9), (path, a, b)
+    elif isinstance(a, float) and isinstance(b, float):  # float32 rounding of q* starts (see test_shards.py's assert_same_report)
+        assert math.isclose(a, b, rel_tol=2e-6, abs_tol=1.25e-4), (path, a, b)
     else:
         assert a == b, (path, a, b)

@@ -17,16 +17,20 @@ def plot_gap_bars(columns: dict[str, InferenceGap], path) -> Path:
     inference gap ``log p̂(x) - L[q]``; error bars are standard errors over data points."""
     fig, ax = new_figure((1.8 + 1.6 * len(columns), 4.5))
     names = list(columns)
+    families = [FAMILY_NAMES[columns[name].encoder_family] for name in names]
+    # the gaps are measured with q* of each study's encoder family: one family in the legend, or one per bar
+    one = len(set(families)) == 1
+    suffix = f" (q*_{families[0]})" if one and families else ""
     for i, name in enumerate(names):
         g = columns[name]
         approx, approx_se = _mean_se(g.approximation_gap())
         amort, amort_se = _mean_se(g.amortization_gap())
-        fam = FAMILY_NAMES[g.encoder_family]
-        ax.bar(i, approx, color="tab:blue", yerr=approx_se, capsize=4, label=f"approximation (q*_{fam})" if i == 0 else None)
+        ax.bar(i, approx, color="tab:blue", yerr=approx_se, capsize=4,
+               label=f"approximation{suffix}" if i == 0 else None)
         ax.bar(i, amort, bottom=approx, color="tab:orange", yerr=amort_se, capsize=4,
-               label=f"amortization (q*_{fam})" if i == 0 else None)
+               label=f"amortization{suffix}" if i == 0 else None)
         ax.text(i, approx + max(amort, 0) + amort_se, f"{approx + amort:.2f}", ha="center", va="bottom")
-    ax.set_xticks(range(len(names)), names)
+    ax.set_xticks(range(len(names)), names if one else [f"{n}\n(gaps with q*_{f})" for n, f in zip(names, families)])
     ax.set_ylabel("nats per data point")
     ax.set_title("Inference gap = approximation + amortization")
     ax.axhline(0, color="black", lw=0.8)

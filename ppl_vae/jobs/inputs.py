@@ -84,7 +84,7 @@ def shard_range(start: int, stop: int, shard: tuple[int, int]) -> tuple[int, int
     i, k = shard
     if stop - start < k:
         raise ValueError(f"Expected at least as many points as shards, got {stop - start} points ({start}:{stop}) for "
-                         f"{k} shards")
+                         f"{k} shards (--shard's K, or the number of torchrun processes)")
     n = stop - start
     return start + i * n // k, start + (i + 1) * n // k
 

@@ -15,7 +15,10 @@ from ppl_vae.gap.local_fit import fit_local_guide
 from ppl_vae.guides import AmortizedNormal
 from ppl_vae.models import LinearGaussian
 
-LOCAL = {"max_steps": 4000}  # defaults otherwise: Adam lr 1e-2, 8 samples per step, window 100, patience 3
+LOCAL = {"max_steps": 4000}  # defaults otherwise: Adam lr 1e-2, 8 samples per step, window 100, patience 2
+# a quicker rule for the tests of the machinery (the defaults' accuracy is the fixture's): the step-size decays bring
+# Adam's 0.05 down to 0.0045 before the fit stops
+QUICK = {"max_steps": 4000, "lr": 0.05, "window": 20, "patience": 2}
 
 
 def _model():
@@ -105,7 +108,7 @@ def test_vectorized_and_sequential_fits_agree():
     x = model.marginal().sample((4,)).detach()
     results = []
     for vectorized in (True, False):
-        fit = fit_local_guide(model, x, family="ffg", seed=0, vectorized=vectorized, **LOCAL)
+        fit = fit_local_guide(model, x, family="ffg", seed=0, vectorized=vectorized, **QUICK)
         loc, scale = fit.guide.loc_scale(torch.arange(4))
         results.append(model.elbo_gaussian(x, loc, torch.diag_embed(scale**2)).detach())  # exact L[q*]
     exact_best = model.log_marginal(x).detach() - model.ffg_approximation_gap().detach()
@@ -118,7 +121,7 @@ def test_chunked_fit_merges_all_points():
     pyro.set_rng_seed(3)
     model = _model()
     x = model.marginal().sample((7,)).detach()
-    fit = fit_local_guide(model, x, family="ffg", seed=0, chunk_points=3, record_steps=(0, 50), **LOCAL)
+    fit = fit_local_guide(model, x, family="ffg", seed=0, chunk_points=3, record_steps=(0, 50), **QUICK)
     assert fit.steps.shape == (7,) and fit.curve[50].shape == (7,)
     loc, scale = fit.guide.loc_scale(torch.arange(7))
     exact_best = model.log_marginal(x).detach() - model.ffg_approximation_gap().detach()
@@ -213,6 +216,43 @@ def test_stopping_rule_decays_the_step_size_before_it_stops():
                        ({"window": 0}, "Expected window >= 1")):
         with pytest.raises(ValueError, match=match):
             fit_local_guide(model, x, family="ffg", **bad)
+
+
+def test_stopped_points_leave_the_vectorized_pass(monkeypatch):
+    """With a seed, a chunk costs the sum of its points' steps: the training passes see only the points still running
+    (counted through ``log_weights``), and each point's fit is the one it gets alone (its draws come from its own
+    stream)."""
+    import ppl_vae.gap.local_fit as local_fit
+
+    pyro.set_rng_seed(4)
+    model = _model()
+    x = model.marginal().sample((6,)).detach()
+    rule = {"window": 10, "patience": 2, "lr": 0.05, "max_steps": 3000, "seed": 0, "num_samples": 7}
+    passes = []
+    counted = local_fit.log_weights
+
+    def counting(model_, guide_, x_, idx_, num_samples, **kw):
+        if num_samples == rule["num_samples"]:
+            passes.append(x_.shape[0])
+        return counted(model_, guide_, x_, idx_, num_samples, **kw)
+
+    monkeypatch.setattr(local_fit, "log_weights", counting)
+    fit = fit_local_guide(model, x, family="ffg", **rule)
+    assert fit.converged.all() and fit.steps.min() < fit.steps.max()  # the points stop at different steps
+    assert sum(passes) == int(fit.steps.sum()) < fit.loop_steps * len(x)
+    assert passes == sorted(passes, reverse=True)
+    # without a seed the pass shrinks only when half the points it computes have stopped (a batch size is a graph)
+    passes.clear()
+    unseeded = fit_local_guide(model, x, family="ffg", **{**rule, "seed": None})
+    sizes = sorted(set(passes), reverse=True)
+    assert len(sizes) > 1 and all(2 * b <= a for a, b in zip(sizes, sizes[1:]))
+    assert int(unseeded.steps.sum()) <= sum(passes) <= 2 * int(unseeded.steps.sum())
+    loc, scale = fit.guide.loc_scale(torch.arange(6))
+    for k in (int(fit.steps.argmin()), int(fit.steps.argmax())):
+        alone = fit_local_guide(model, x[k:k + 1], torch.tensor([k]), family="ffg", **rule)
+        assert int(alone.steps) == int(fit.steps[k])
+        a_loc, a_scale = alone.guide.loc_scale(torch.tensor([k]))
+        assert torch.allclose(a_loc, loc[k:k + 1], atol=1e-5) and torch.allclose(a_scale, scale[k:k + 1], atol=1e-5)
 
 
 def test_points_that_hit_the_cap_are_reported():

@@ -28,7 +28,9 @@ def _cli(*argv):
 
 def assert_same_report(a, b, path="report"):
     """Equal structure, strings, integers and booleans; floats equal to float32 rounding (a point's q* starts from
-    the encoder's output, whose matrix products BLAS rounds by batch shape: about one ulp)."""
+    the encoder's output, whose matrix products BLAS rounds by batch shape: about one ulp, relative; a mean, standard
+    error or gap of bounds near -550 nats inherits their absolute error, two ulps there = 1.22e-4 — measured on an
+    AMD EPYC (AVX2) machine: a log p̂ standard error 6e-6 apart, 2.9e-6 relative)."""
     if isinstance(a, dict):
         assert list(a) == list(b), path
         for k in a:
@@ -38,7 +40,7 @@ def assert_same_report(a, b, path="report"):
         for i, (u, v) in enumerate(zip(a, b)):
             assert_same_report(u, v, f"{path}[{i}]")
     elif isinstance(a, float) and isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=2e-6, abs_tol=1e-9), (path, a, b)
+        assert math.isclose(a, b, rel_tol=2e-6, abs_tol=1.25e-4), (path, a, b)
     else:
         assert a == b and type(a) is type(b), (path, a, b)
 
