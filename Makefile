@@ -16,7 +16,7 @@ $(BIN)/ppl-vae: setup.cfg pyproject.toml
 install: $(BIN)/ppl-vae
 
 # Train a VAE on the embedded Fashion-MNIST subset, evaluate it, measure its inference gap, plot it
-# (about 3 minutes on 2 CPU cores).
+# (about 8 minutes on 2 idle CPU cores after the install).
 demo: install
 	rm -rf $(DEMO_DIR)
 	$(BIN)/ppl-vae train --out $(DEMO_DIR) --epochs $(DEMO_EPOCHS) --elbo meanfield
