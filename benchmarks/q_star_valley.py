@@ -13,6 +13,7 @@ import time
 
 import pyro
 import torch
+from q_star_convergence import rule_options  # the same rule presets and key=value parsing (benchmarks/)
 
 from ppl_vae.gap.local_fit import fit_local_guide
 from ppl_vae.models import LinearGaussian
@@ -23,16 +24,6 @@ def valley_model() -> LinearGaussian:
     a, b = torch.randn(6, 1, generator=g), torch.randn(6, 1, generator=g)
     weight = torch.cat([a, 0.9 * a + 0.3 * b, -0.7 * a + 0.2 * torch.randn(6, 1, generator=g)], 1)
     return LinearGaussian(6, 3, noise=0.4, weight=weight)
-
-
-def options(rule: str) -> dict:
-    if rule == "default":
-        return {}
-    out = {}
-    for item in rule.split(","):
-        key, value = item.split("=")
-        out[key] = float(value) if key in ("lr", "lr_decay") else int(value)
-    return out
 
 
 def main(args):
@@ -47,7 +38,7 @@ def main(args):
     for rule in args.rules:
         for seed in args.seeds:
             t = time.perf_counter()
-            fit = fit_local_guide(model, x, idx, family="ffg", seed=seed, **options(rule))
+            fit = fit_local_guide(model, x, idx, family="ffg", seed=seed, **rule_options(rule, args))
             loc, scale = fit.guide.loc_scale(idx)
             short = best - model.elbo_gaussian(x, loc, torch.diag_embed(scale**2)).detach()
             print(f"{rule:<28} {seed:>4} {short.mean():10.4f} {short.max():7.4f} {int((short > 0.05).sum()):7d} "

@@ -120,7 +120,8 @@ def fit_local_guide(
         with 8 samples per step and by 0.8 nats with 1). With the step-size decays, 2 ends 0.043 nats above a long run
         on Cremer et al.'s VAE at 1.87× the samples × steps of the one-plateau rule (3: +0.047 at 2.56×), and 0.02
         nats short of the closed-form optimum on a linear-Gaussian model with a 2.9-nat FFG gap (3: 0.01; 50-step
-        windows with patience 3, 1.40× on the VAE, stop 0.07 short there) — ``benchmarks/q_star_convergence.py``.
+        windows with patience 3, 1.40× on the VAE, stop 0.07 short there) — ``benchmarks/q_star_convergence.py`` and
+        ``benchmarks/q_star_valley.py``.
     :param float lr_decay: factor of a point's step size at each plateau, ``0 < lr_decay <= 1``.
     :param int decays: step-size reductions before a plateau stops the point (0: the first plateau stops it, the
         rule before issue 12; ``benchmarks/q_star_convergence.py`` measures the choice).
@@ -282,18 +283,20 @@ def _optimize(model, guide, x, idx, init_guide, options, record, family: str, of
                 curve[0] = samples_last(log_weights(model, init_guide, x, idx, o["eval_samples"])).mean(-1)
         else:
             curve[0] = evaluate()
-    step, rows = offset, None  # rows: the points the pass computes (None: all)
+    # rows: the points the pass computes (None: all), with their data, indices and streams
+    step, rows, xs, ids, streams, changed = offset, None, x, idx, fit_streams, True
     while step < offset + o["max_steps"] and bool((factor > 0).any()):
         step += 1
         # the pass leaves out points that have stopped (the model and guide see the others alone, with their own idx
-        # and streams): with per-point streams at every step; without them once half the points computed have
+        # and streams): with per-point streams as soon as they stop; without them once half the points computed have
         # stopped, as every batch size is a new graph for the fast path (ppl_vae.compiled), whose replays are what
         # makes an unseeded fit fast. Stopped points' rows are restored after Adam's step.
-        running = factor > 0
-        if fit_streams is not None or 2 * int(running.sum()) <= (n if rows is None else len(rows)):
-            rows = None if bool(running.all()) else running.nonzero().squeeze(1)
-        xs, ids = (x, idx) if rows is None else (x[rows], idx[rows])
-        streams = fit_streams if fit_streams is None or rows is None else fit_streams.select(rows.tolist())
+        if changed:  # the factors change only at the end of a window
+            changed, running = False, factor > 0
+            if fit_streams is not None or 2 * int(running.sum()) <= (n if rows is None else len(rows)):
+                rows = None if bool(running.all()) else running.nonzero().squeeze(1)
+                xs, ids = (x, idx) if rows is None else (x[rows], idx[rows])
+                streams = fit_streams if fit_streams is None or rows is None else fit_streams.select(rows.tolist())
         with sampling_from(streams):
             loss = -samples_last(log_weights(model, guide, xs, ids, o["num_samples"], nesting=nesting)).mean(-1)
         optimizer.zero_grad(set_to_none=True)
@@ -318,6 +321,7 @@ def _optimize(model, guide, x, idx, init_guide, options, record, family: str, of
                 decay = plateau & (decayed < o["decays"])
                 factor = torch.where(decay, factor * o["lr_decay"], torch.where(plateau, 0.0, factor))
                 decayed, stale = decayed + decay.long(), torch.where(decay, 0, stale)
+                changed = True
                 best = torch.minimum(best, avg)
                 window_sum = 0.0
         if step in record:
